@@ -1,0 +1,53 @@
+"""The ``plasticlm`` command line. Thin: each sub-module parses its arguments and calls library code.
+
+Every subcommand that has a result accepts ``--json`` and then prints exactly one JSON document on
+stdout. User errors (``PlasticError``) print a message naming the problem and the fix on stderr and
+exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from plasticlm.errors import PlasticError
+
+# Each module defines ``register(subparsers)``; order is the order of `plasticlm --help`.
+COMMAND_MODULES = (
+    "plasticlm.cli.presets",
+    "plasticlm.cli.config_cmd",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="plasticlm",
+        description=(
+            "Measure, predict and fight loss of plasticity in GPT-style language models: an open "
+            "implementation of arXiv:2606.24752 (corpus -> tokens -> language stream -> training -> "
+            "plasticity probes -> onsets -> scaling-law fits -> report)."
+        ),
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc = args.func(args)
+    except PlasticError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,447 @@
+"""Typed configuration: one dataclass per section, loaded from TOML, overridden with ``--set a.b=c``.
+
+Every field has a docstring (``help`` metadata). Unknown keys and wrong types are errors, all
+reported at once with a "did you mean" for near misses: research code that silently ignores a
+misspelled key has invalidated comparisons before (see shared/spec/diagnostics-and-mitigations.md,
+"Pitfalls"). The resolved config round-trips through TOML and JSON.
+
+Where a default comes from the study (arXiv:2606.24752), the field's help says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import json
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import tomli_w
+
+from plasticlm.errors import ConfigError
+
+PAPER_LANGUAGES = ["en", "zh", "fr", "ja", "es", "de", "pt", "ru"]
+"""Training order of arXiv:2606.24752: consecutive languages are dissimilar."""
+
+
+def opt(default: Any, help: str) -> Any:
+    """A config field with a default and a docstring (lists and dicts are copied per instance)."""
+    if isinstance(default, list | dict):
+        return field(default_factory=lambda d=default: type(d)(d), metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+# --------------------------------------------------------------------------------------------
+# Sections
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ModelConfig:
+    """The GPT: a named preset, or a depth dial, or explicit dimensions."""
+
+    preset: str = opt("25K", "Size preset name (see `plasticlm presets`); '' to use the explicit fields.")
+    depth: int = opt(0, "Depth dial: when > 0, build n_layer=depth with width depth*aspect (overrides preset).")
+    aspect: int = opt(80, "d_model / n_layer for the depth dial (paper: ~80).")
+    n_layer: int = opt(0, "Number of blocks (only when preset is '' and depth is 0).")
+    d_model: int = opt(0, "Residual width (only when preset is '' and depth is 0).")
+    n_head: int = opt(0, "Attention heads (0 = d_model / head_dim).")
+    head_dim: int = opt(64, "Attention head dimension (paper: 64); presets carry their own.")
+    seq_len: int = opt(128, "Context length in tokens (paper: 2048).")
+    vocab_size: int = opt(0, "Vocabulary size; 0 = take it from the tokenizer.")
+    init_std: float = opt(0.02, "Std of the N(0, std) init; residual projections get std/sqrt(2*n_layer).")
+    gelu: Literal["exact", "tanh"] = opt("exact", "GeLU variant in the MLP.")
+
+
+@dataclass
+class DataConfig:
+    """Where text comes from and how it becomes tokens (shared/spec/data-sources.md)."""
+
+    source: Literal["debian-docs", "local", "hf", "synthetic"] = opt(
+        "debian-docs", "Corpus source: debian-docs (offline default), local, hf or synthetic."
+    )
+    home: str = opt("", "Cache directory; '' = $PLASTICLM_HOME or ~/.cache/plasticlm.")
+    local_dir: str = opt("", "For source=local: a directory with one sub-directory per language.")
+    hf_dataset: str = opt("", "For source=hf: dataset name or local path (e.g. uonlp/CulturaX).")
+    hf_configs: dict[str, str] = opt({}, "For source=hf: per-language config name (default: the code).")
+    hf_split: str = opt("train", "For source=hf: split to read.")
+    hf_text_field: str = opt("text", "For source=hf: the text column.")
+    hf_streaming: bool = opt(True, "For source=hf: stream from the hub instead of downloading.")
+    max_bytes_per_language: int = opt(0, "Cap on text bytes read per language; 0 = no cap.")
+    val_fraction: float = opt(0.05, "Fraction of documents per language held out for validation.")
+    split_seed: int = opt(0, "Seed of the document-level train/validation split and paragraph shuffle.")
+    tokenizer: str = opt("bpe", "'bpe' (train a byte-level BPE), 'bytes', or a path to a tokenizer.json.")
+    vocab_size: int = opt(1024, "Vocabulary size of the trained BPE.")
+    tokenizer_sample_bytes: int = opt(2_000_000, "Bytes per language used to train the BPE.")
+    synthetic_bytes: int = opt(400_000, "For source=synthetic: bytes of text per language.")
+
+
+@dataclass
+class StreamConfig:
+    """The language stream the model trains on (protocol.md, 'Continual problem')."""
+
+    kind: Literal["continual", "stationary", "permuted"] = opt(
+        "continual", "continual (languages in order), stationary (uniform mix) or permuted."
+    )
+    languages: list[str] = opt(PAPER_LANGUAGES, "Training languages, in task order (paper order).")
+    tokens_per_task: int = opt(409_600, "Tokens per task instance (paper: 5B).")
+    cycles: int = opt(2, "Number of passes over all languages (paper: up to 48).")
+    weights: list[float] = opt([], "Stationary mixture weights per language; [] = uniform.")
+    replay_fraction: float = opt(0.0, "Fraction of each batch replayed from earlier languages.")
+    permuted_base: str = opt("en", "For kind=permuted: the base language whose ids are permuted per task.")
+    seed: int = opt(0, "Seed of stream sampling (stationary mixture, permutations, replay).")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW recipe (protocol.md, 'Optimisation')."""
+
+    lr: float = opt(0.0, "Peak LR; 0 = power law in non-embedding params through the two anchors.")
+    lr_anchor_params: list[float] = opt(
+        [4_933_120.0, 314_859_520.0], "Non-embedding counts of the LR anchors (paper: 5M and 314M)."
+    )
+    lr_anchor_values: list[float] = opt([3e-3, 1e-3], "LRs at the anchors (paper: 3e-3 and 1e-3).")
+    beta1: float = opt(0.9, "Adam beta1 (paper: 0.9).")
+    beta2: float = opt(0.95, "Adam beta2 (paper: 0.95).")
+    eps: float = opt(1e-8, "Adam epsilon.")
+    weight_decay: float = opt(0.1, "Decoupled weight decay on matrices (paper: 0.1).")
+    warmup_frac: float = opt(0.05, "Linear warm-up as a fraction of a task's steps (paper: 5%).")
+    schedule: Literal["constant", "cosine"] = opt("constant", "After warm-up: constant (paper) or cosine.")
+    min_lr_frac: float = opt(0.1, "Cosine floor as a fraction of the peak LR.")
+    grad_clip: float = opt(1.0, "Global gradient-norm clip; 0 = off.")
+    reset_at_task_start: bool = opt(True, "Reset the optimizer state at each task boundary (paper: yes).")
+    rewarm_at_task_start: bool = opt(True, "Restart the LR warm-up at each task boundary (paper: yes).")
+
+
+@dataclass
+class TrainConfig:
+    """The training run: batch, device, seeds, checkpoints, logging."""
+
+    batch_size: int = opt(32, "Sequences per optimizer step (paper: 256 x 2048 tokens).")
+    micro_batch_size: int = opt(0, "Sequences per forward pass; 0 = batch_size (no accumulation).")
+    seed: int = opt(0, "Seed of model init and all training randomness.")
+    device: str = opt("cpu", "cpu, cuda, cuda:N or auto.")
+    dtype: Literal["float32", "bfloat16"] = opt("float32", "Autocast dtype for the forward pass.")
+    threads: int = opt(0, "torch CPU threads; 0 = leave torch's default.")
+    checkpoint_every_tasks: int = opt(1, "Save a checkpoint every N task boundaries.")
+    keep_last: int = opt(2, "Keep the last K checkpoints, plus those probes still need.")
+    log_every: int = opt(10, "Write train/* metrics every N steps.")
+    tensorboard: bool = opt(False, "Also log to TensorBoard (needs the tensorboard extra).")
+
+
+@dataclass
+class EvalConfig:
+    """Validation on every training language and the probe language."""
+
+    every_tasks: int = opt(1, "Evaluate after every N tasks; 0 = never.")
+    sequences: int = opt(32, "Validation sequences per language.")
+    batch_size: int = opt(32, "Sequences per evaluation forward pass.")
+
+
+@dataclass
+class ProbeConfig:
+    """Plasticity probe (protocol.md, 'Probe')."""
+
+    language: str = opt("vi", "Held-out probe language, never in the training stream (paper: vi).")
+    steps: int = opt(100, "Optimizer steps per probe (paper: 9,537 = 5B tokens).")
+    eval_every: int = opt(10, "Validation interval in probe steps, plus step 0 (paper: 95).")
+    sequences: int = opt(64, "Fixed validation sequences of the probe language (paper: 1,280).")
+    at_cycle_end: bool = opt(True, "Probe at every cycle boundary (paper: yes).")
+    after_languages: list[str] = opt(["zh", "de", "ru"], "Also probe after these tasks (paper: zh, de, ru).")
+    every_tokens: int = opt(0, "Probe every N training tokens instead (stationary runs); 0 = off.")
+    in_run: bool = opt(True, "Probe inside the training run (a callback) rather than post hoc.")
+    scratch_baseline: bool = opt(True, "Also probe a fresh initialisation once per size and seed.")
+    bootstrap: int = opt(1000, "Bootstrap resamples for the onset confidence interval.")
+
+
+@dataclass
+class SweepConfig:
+    """A study over sizes and seeds."""
+
+    presets: list[str] = opt(["25K", "85K"], "Presets to run.")
+    seeds: list[int] = opt([0], "Seeds to run for each preset.")
+    stationary: bool = opt(False, "Also run each preset on the stationary stream.")
+    parallel: int = opt(1, "Runs trained at once (processes).")
+    out_dir: str = opt("studies/demo", "Sweep directory: runs/, onsets.csv, fit.json, report/.")
+
+
+@dataclass
+class Config:
+    """A whole study. Sections: model, data, stream, optim, train, eval, probe, sweep."""
+
+    model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The GPT."})
+    data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Corpus and tokenizer."})
+    stream: StreamConfig = field(default_factory=StreamConfig, metadata={"help": "Language stream."})
+    optim: OptimConfig = field(default_factory=OptimConfig, metadata={"help": "Optimiser recipe."})
+    train: TrainConfig = field(default_factory=TrainConfig, metadata={"help": "Training run."})
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Validation."})
+    probe: ProbeConfig = field(default_factory=ProbeConfig, metadata={"help": "Plasticity probes."})
+    sweep: SweepConfig = field(default_factory=SweepConfig, metadata={"help": "Sizes and seeds."})
+
+    def validate(self) -> list[str]:
+        """Cross-field checks; returns a list of problems (empty when valid)."""
+        p: list[str] = []
+        positive = {
+            "model.seq_len": self.model.seq_len,
+            "stream.tokens_per_task": self.stream.tokens_per_task,
+            "stream.cycles": self.stream.cycles,
+            "train.batch_size": self.train.batch_size,
+            "eval.sequences": self.eval.sequences,
+            "eval.batch_size": self.eval.batch_size,
+            "probe.steps": self.probe.steps,
+            "probe.eval_every": self.probe.eval_every,
+            "probe.sequences": self.probe.sequences,
+            "data.vocab_size": self.data.vocab_size,
+        }
+        p += [f"{k} = {v}: must be > 0" for k, v in positive.items() if v <= 0]
+        if not self.stream.languages:
+            p.append("stream.languages is empty: list at least one training language")
+        if self.probe.language in self.stream.languages:
+            p.append(
+                f"probe.language = {self.probe.language!r} is also a training language "
+                "(stream.languages): the probe language must be held out"
+            )
+        if len(set(self.stream.languages)) != len(self.stream.languages):
+            p.append(f"stream.languages has duplicates: {self.stream.languages}")
+        if self.stream.weights and len(self.stream.weights) != len(self.stream.languages):
+            p.append(
+                f"stream.weights has {len(self.stream.weights)} entries for "
+                f"{len(self.stream.languages)} languages: give one weight per language or []"
+            )
+        if any(w < 0 for w in self.stream.weights) or (self.stream.weights and sum(self.stream.weights) <= 0):
+            p.append("stream.weights must be non-negative with a positive sum")
+        if not 0.0 <= self.stream.replay_fraction < 1.0:
+            p.append(f"stream.replay_fraction = {self.stream.replay_fraction}: must be in [0, 1)")
+        if not 0.0 < self.data.val_fraction < 1.0:
+            p.append(f"data.val_fraction = {self.data.val_fraction}: must be in (0, 1)")
+        if not 0.0 <= self.optim.warmup_frac <= 1.0:
+            p.append(f"optim.warmup_frac = {self.optim.warmup_frac}: must be in [0, 1]")
+        mb = self.train.micro_batch_size
+        if mb < 0 or (mb > 0 and self.train.batch_size % mb):
+            p.append(
+                f"train.micro_batch_size = {mb} must divide train.batch_size = {self.train.batch_size} "
+                "(or be 0 for no accumulation)"
+            )
+        anchors = (self.optim.lr_anchor_params, self.optim.lr_anchor_values)
+        if len(anchors[0]) != 2 or len(anchors[1]) != 2 or min(anchors[0] + anchors[1]) <= 0:
+            p.append("optim.lr_anchor_params and optim.lr_anchor_values need two positive numbers each")
+        if self.model.preset == "" and self.model.depth == 0 and (self.model.n_layer <= 0 or self.model.d_model <= 0):
+            p.append("model: set a preset, a depth, or both n_layer and d_model")
+        if self.stream.kind == "permuted" and not self.stream.permuted_base:
+            p.append("stream.permuted_base must name the base language of the permuted stream")
+        if not self.sweep.presets:
+            p.append("sweep.presets is empty")
+        if not self.sweep.seeds:
+            p.append("sweep.seeds is empty")
+        return p
+
+
+# --------------------------------------------------------------------------------------------
+# Generic machinery: dict <-> dataclass with type checks, overrides, TOML/JSON
+# --------------------------------------------------------------------------------------------
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _type_name(tp: Any) -> str:
+    if get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in get_args(tp))
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, where: str, errors: list[str]) -> Any:
+    """Check ``value`` against type ``tp``; return the converted value (or None after an error)."""
+    origin = get_origin(tp)
+    if origin is Literal:
+        if value in get_args(tp):
+            return value
+        close = difflib.get_close_matches(str(value), [str(a) for a in get_args(tp)], n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        errors.append(f"{where} = {value!r}: must be {_type_name(tp)}{hint}")
+        return None
+    if origin in (types.UnionType, typing.Union):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _coerce(value, args[0], where, errors)
+    if origin is list:
+        (item_tp,) = get_args(tp)
+        if not isinstance(value, list | tuple):
+            errors.append(f"{where} = {value!r}: must be a list of {_type_name(item_tp)}")
+            return None
+        return [_coerce(v, item_tp, f"{where}[{i}]", errors) for i, v in enumerate(value)]
+    if origin is dict:
+        _, val_tp = get_args(tp)
+        if not isinstance(value, dict):
+            errors.append(f"{where} = {value!r}: must be a table of {_type_name(val_tp)}")
+            return None
+        return {str(k): _coerce(v, val_tp, f"{where}.{k}", errors) for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            errors.append(f"{where}: must be a table (section), got {value!r}")
+            return None
+        return _from_dict(tp, value, where, errors)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+    elif tp is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    errors.append(f"{where} = {value!r}: must be {_type_name(tp)}, got {type(value).__name__}")
+    return None
+
+
+def _from_dict(cls: type, data: dict[str, Any], prefix: str, errors: list[str]) -> Any:
+    hints = _hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    kwargs = {}
+    for key, value in data.items():
+        where = f"{prefix}.{key}" if prefix else key
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1, cutoff=0.6)
+            hint = f" (did you mean {(prefix + '.' if prefix else '') + close[0]!r}?)" if close else ""
+            valid = ", ".join(names)
+            errors.append(f"unknown key {where!r}{hint}; valid keys here: {valid}")
+            continue
+        converted = _coerce(value, hints[key], where, errors)
+        if converted is not None:
+            kwargs[key] = converted
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    """Dataclass -> plain dict (None values dropped, since TOML has no null)."""
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items() if x is not None}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+
+    return clean(dataclasses.asdict(obj))
+
+
+def from_dict(data: dict[str, Any], source: str = "config") -> Config:
+    """Build and validate a Config; raises ConfigError listing every problem."""
+    errors: list[str] = []
+    cfg = _from_dict(Config, data, "", errors)
+    if not errors:
+        errors += cfg.validate()
+    if errors:
+        raise ConfigError(errors, source)
+    return cfg
+
+
+def parse_override(text: str) -> tuple[list[str], str]:
+    """'a.b=c' -> (['a', 'b'], 'c')."""
+    if "=" not in text:
+        raise ConfigError([f"--set {text!r}: expected KEY=VALUE, e.g. --set model.preset=85K"], "--set")
+    key, raw = text.split("=", 1)
+    path = [k for k in key.strip().split(".") if k]
+    if not path:
+        raise ConfigError([f"--set {text!r}: empty key"], "--set")
+    return path, raw.strip()
+
+
+def _field_type(path: list[str]) -> Any:
+    """The declared type at a dotted path, or None if the path is unknown (reported later)."""
+    tp: Any = Config
+    for key in path:
+        if not dataclasses.is_dataclass(tp):
+            return None
+        hints = _hints(tp)
+        if key not in hints:
+            return None
+        tp = hints[key]
+    return tp
+
+
+def _parse_value(raw: str, tp: Any) -> Any:
+    """Parse an override string as TOML; fall back to a bare string or a comma-separated list."""
+    try:
+        return tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        pass
+    if tp is not None and get_origin(tp) is list:
+        body = raw.strip().removeprefix("[").removesuffix("]")
+        (item_tp,) = get_args(tp)
+        items = [s.strip().strip("'\"") for s in body.split(",") if s.strip()]
+        return [_parse_value(s, item_tp) if item_tp is not str else s for s in items]
+    return raw
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply '--set a.b=c' overrides to a raw config dict (values parsed to the field's type)."""
+    data = json.loads(json.dumps(data))  # deep copy
+    for text in overrides:
+        path, raw = parse_override(text)
+        tp = _field_type(path)
+        value = _parse_value(raw, tp)
+        if tp is str and not isinstance(value, str):
+            value = raw  # e.g. --set model.preset=5 means the string "5"
+        node = data
+        for key in path[:-1]:
+            node = node.setdefault(key, {})
+            if not isinstance(node, dict):
+                raise ConfigError([f"--set {text!r}: {key!r} is not a section"], "--set")
+        node[path[-1]] = value
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Load TOML (or start from defaults when path is None), apply overrides, validate."""
+    data: dict[str, Any] = {}
+    source = "defaults"
+    if path is not None:
+        p = Path(path)
+        source = str(p)
+        if not p.is_file():
+            raise ConfigError([f"config file {p} does not exist"], source)
+        try:
+            data = tomllib.loads(p.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError([f"not valid TOML: {e}"], source) from e
+    data = apply_overrides(data, overrides or [])
+    return from_dict(data, source)
+
+
+def dumps_toml(cfg: Config) -> str:
+    return tomli_w.dumps(to_dict(cfg))
+
+
+def dumps_json(cfg: Config) -> str:
+    return json.dumps(to_dict(cfg), indent=2, sort_keys=False)
+
+
+def loads_toml(text: str) -> Config:
+    return from_dict(tomllib.loads(text), "toml")
+
+
+def describe(cls: type = Config, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(key, type, default, help) for every field, for docs and `config show --describe`."""
+    rows = []
+    hints = _hints(cls)
+    for f in dataclasses.fields(cls):
+        key = f"{prefix}.{f.name}" if prefix else f.name
+        tp = hints[f.name]
+        if dataclasses.is_dataclass(tp):
+            rows += describe(tp, key)
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        rows.append((key, _type_name(tp), repr(default), f.metadata.get("help", "")))
+    return rows

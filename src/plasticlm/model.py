@@ -1,0 +1,274 @@
+"""The GPT of arXiv:2606.24752: a pre-LN decoder-only transformer, its size presets and its counts.
+
+Architecture (protocol.md, "Models"): LayerNorm with bias before attention and before the MLP,
+GeLU MLP with expansion 4, learned absolute position embeddings, token embedding tied with the
+output head, biases in every linear layer, causal scaled-dot-product attention, head dim 64.
+
+Shape legend for tensor names: B batch, T time (sequence), D d_model, H heads, K head dim,
+V vocabulary.
+
+Initialisation (GPT-2 / nanoGPT convention):
+
+| parameter                          | init                         |
+|------------------------------------|------------------------------|
+| wte (tied lm_head), wpe            | N(0, init_std)               |
+| attn.qkv, mlp.fc weights           | N(0, init_std)               |
+| attn.proj, mlp.proj weights        | N(0, init_std / sqrt(2 L))   |
+| all linear biases                  | 0                            |
+| LayerNorm weight / bias            | 1 / 0                        |
+
+The residual projections are scaled by depth so that the residual stream's variance does not grow
+with the number of blocks. Stable submodule names for hooks: ``blocks.{i}.attn``,
+``blocks.{i}.attn.qkv``, ``blocks.{i}.attn.proj``, ``blocks.{i}.mlp.fc``, ``blocks.{i}.mlp.act``,
+``blocks.{i}.mlp.proj``, ``blocks.{i}.ln_1``, ``blocks.{i}.ln_2``, ``ln_f``.
+
+The model holds no data, logging, distributed or probe code: those attach from outside.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from plasticlm.errors import PlasticError
+
+
+@dataclass(frozen=True)
+class GPTConfig:
+    """Concrete dimensions of one GPT."""
+
+    n_layer: int
+    d_model: int
+    n_head: int
+    head_dim: int = 64
+    vocab_size: int = 1024
+    seq_len: int = 128
+    init_std: float = 0.02
+    gelu: str = "exact"
+
+    @property
+    def attn_dim(self) -> int:
+        return self.n_head * self.head_dim
+
+
+# The paper's ladder (protocol.md): layers x width as reconstructed, head dim 64, d/L ~ 80.
+PAPER_PRESETS: dict[str, tuple[int, int, int]] = {
+    "5M": (4, 320, 5),
+    "12M": (5, 448, 7),
+    "27M": (7, 576, 9),
+    "39M": (8, 640, 10),
+    "53M": (9, 704, 11),
+    "83M": (10, 832, 13),
+    "106M": (11, 896, 14),
+    "314M": (16, 1280, 20),
+}
+PAPER_HEAD_DIM = 64
+
+# A CPU micro ladder: fixed aspect d/L = 16 and fixed head dim 16 across the ladder, so that, as in
+# the paper's ladder, width and depth grow together and only the head count changes per head size.
+# The ladder spans 26x in non-embedding parameters (25K..670K, the paper's spans 64x), which is
+# enough for a power-law fit, while the largest still trains at tens of thousands of tokens/s on
+# 2 CPU cores with a 1,024-token vocabulary (shared/spec/data-sources.md, "CPU facts").
+MICRO_PRESETS: dict[str, tuple[int, int, int]] = {
+    "25K": (2, 32, 2),
+    "85K": (3, 48, 3),
+    "200K": (4, 64, 4),
+    "390K": (5, 80, 5),
+    "670K": (6, 96, 6),
+}
+MICRO_HEAD_DIM = 16
+
+
+def preset_names() -> list[str]:
+    return list(MICRO_PRESETS) + list(PAPER_PRESETS)
+
+
+def from_preset(name: str, vocab_size: int = 1024, seq_len: int = 128, **kw) -> GPTConfig:
+    """A named size (the paper's eight, or the CPU micro ladder)."""
+    if name in PAPER_PRESETS:
+        n_layer, d_model, n_head = PAPER_PRESETS[name]
+        head_dim = PAPER_HEAD_DIM
+    elif name in MICRO_PRESETS:
+        n_layer, d_model, n_head = MICRO_PRESETS[name]
+        head_dim = MICRO_HEAD_DIM
+    else:
+        import difflib
+
+        lower = {n.lower(): n for n in preset_names()}
+        close = difflib.get_close_matches(name.lower(), list(lower), n=1)
+        hint = f" (did you mean {lower[close[0]]!r}?)" if close else ""
+        raise PlasticError(f"unknown preset {name!r}{hint}; known presets: {', '.join(preset_names())}")
+    return GPTConfig(n_layer, d_model, n_head, head_dim, vocab_size, seq_len, **kw)
+
+
+def from_depth(depth: int, aspect: int = 80, head_dim: int = 64, vocab_size: int = 1024,
+               seq_len: int = 128, **kw) -> GPTConfig:
+    """The depth dial (nanochat style): width = depth * aspect, rounded to a multiple of head_dim."""
+    if depth <= 0 or aspect <= 0 or head_dim <= 0:
+        raise PlasticError(f"from_depth needs positive depth/aspect/head_dim, got {depth}/{aspect}/{head_dim}")
+    n_head = max(1, round(depth * aspect / head_dim))
+    return GPTConfig(depth, n_head * head_dim, n_head, head_dim, vocab_size, seq_len, **kw)
+
+
+def build_gpt_config(section, vocab_size: int) -> GPTConfig:
+    """Resolve the config's ``model`` section (preset, depth dial or explicit dims) to a GPTConfig."""
+    vocab = section.vocab_size or vocab_size
+    extra = dict(init_std=section.init_std, gelu=section.gelu)
+    if section.depth > 0:
+        return from_depth(section.depth, section.aspect, section.head_dim, vocab, section.seq_len, **extra)
+    if section.preset:
+        return from_preset(section.preset, vocab, section.seq_len, **extra)
+    n_head = section.n_head or max(1, section.d_model // section.head_dim)
+    return GPTConfig(section.n_layer, section.d_model, n_head, section.head_dim, vocab, section.seq_len,
+                     **extra)
+
+
+# --------------------------------------------------------------------------------------------
+# Counting
+# --------------------------------------------------------------------------------------------
+
+
+def block_params(c: GPTConfig) -> int:
+    """Exact parameter count inside the blocks (equals the module's numel).
+
+    Per block with A = n_head * head_dim: qkv d*3A + 3A, attn proj A*d + d, MLP 4d^2 + 4d and
+    4d^2 + d, two LayerNorms 4d; with A = d this is 12 d^2 + 13 d.
+    """
+    d, a = c.d_model, c.attn_dim
+    per_block = (d * 3 * a + 3 * a) + (a * d + d) + (8 * d * d + 5 * d) + 4 * d
+    return c.n_layer * per_block
+
+
+def non_embedding_params(c: GPTConfig) -> int:
+    """The non-embedding count of arXiv:2606.24752 (protocol.md): 12 L d^2 + 14 L d (for A = d).
+
+    This is the x-axis of the scaling law and reproduces the paper's published size table exactly
+    (5M = 4,933,120 ... 314M = 314,859,520). Note: protocol.md itemises the counted tensors
+    (q/k/v/out and MLP weights with biases, both block LayerNorms), and those sum to
+    12 L d^2 + 13 L d, which is ``block_params`` (the module's real numel). The published counts
+    carry one more d per block; we keep the paper's convention for comparability (the gap, L*d,
+    is at most 0.03% of any preset) and state it here and in the README.
+    """
+    return block_params(c) + c.n_layer * c.d_model
+
+
+def total_params(c: GPTConfig) -> int:
+    """All unique parameters (the module numel): blocks, tied token embedding, positions, final LN."""
+    return block_params(c) + c.vocab_size * c.d_model + c.seq_len * c.d_model + 2 * c.d_model
+
+
+def flops_per_token(c: GPTConfig) -> int:
+    """Training FLOPs per token: 6 N + 12 L H K T (Kaplan et al. 2020; nanoGPT's MFU estimate).
+
+    N counts the matmul parameters a token passes through: the blocks plus the (tied) output head,
+    vocab * d_model. The attention term covers QK^T and AV over the full context T (no causal
+    discount), forward and backward.
+    """
+    n = block_params(c) + c.vocab_size * c.d_model
+    return 6 * n + 12 * c.n_layer * c.n_head * c.head_dim * c.seq_len
+
+
+# --------------------------------------------------------------------------------------------
+# Modules
+# --------------------------------------------------------------------------------------------
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, c: GPTConfig):
+        super().__init__()
+        self.n_head, self.head_dim = c.n_head, c.head_dim
+        self.qkv = nn.Linear(c.d_model, 3 * c.attn_dim, bias=True)
+        self.proj = nn.Linear(c.attn_dim, c.d_model, bias=True)
+
+    def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:
+        B, T, _ = x_BTD.shape
+        qkv = self.qkv(x_BTD).view(B, T, 3, self.n_head, self.head_dim)
+        q_BHTK, k_BHTK, v_BHTK = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        y_BHTK = F.scaled_dot_product_attention(q_BHTK, k_BHTK, v_BHTK, is_causal=True)
+        y_BTA = y_BHTK.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)
+        return self.proj(y_BTA)
+
+
+class MLP(nn.Module):
+    def __init__(self, c: GPTConfig):
+        super().__init__()
+        self.fc = nn.Linear(c.d_model, 4 * c.d_model, bias=True)
+        self.act = nn.GELU(approximate="tanh" if c.gelu == "tanh" else "none")
+        self.proj = nn.Linear(4 * c.d_model, c.d_model, bias=True)
+
+    def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.act(self.fc(x_BTD)))
+
+
+class Block(nn.Module):
+    def __init__(self, c: GPTConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(c.d_model, bias=True)
+        self.attn = CausalSelfAttention(c)
+        self.ln_2 = nn.LayerNorm(c.d_model, bias=True)
+        self.mlp = MLP(c)
+
+    def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:
+        x_BTD = x_BTD + self.attn(self.ln_1(x_BTD))
+        return x_BTD + self.mlp(self.ln_2(x_BTD))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = config
+        self.wte = nn.Embedding(config.vocab_size, config.d_model)
+        self.wpe = nn.Embedding(config.seq_len, config.d_model)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        self.ln_f = nn.LayerNorm(config.d_model, bias=True)
+        self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # tied input/output embedding
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """The init of the table in the module docstring (deterministic given torch's RNG)."""
+        std = self.config.init_std
+        resid_std = std / math.sqrt(2 * self.config.n_layer)
+        for name, module in self.named_modules():
+            if isinstance(module, nn.Linear):
+                if name.endswith("attn.proj") or name.endswith("mlp.proj"):
+                    nn.init.normal_(module.weight, 0.0, resid_std)
+                elif module is not self.lm_head:
+                    nn.init.normal_(module.weight, 0.0, std)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, 0.0, std)
+            elif isinstance(module, nn.LayerNorm):
+                nn.init.ones_(module.weight)
+                nn.init.zeros_(module.bias)
+
+    def non_embedding_named_parameters(self):
+        """(name, tensor) for the parameters counted as non-embedding (inside the blocks)."""
+        return [(n, p) for n, p in self.named_parameters() if n.startswith("blocks.")]
+
+    def forward(self, idx_BT: torch.Tensor, targets_BT: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, T, V) when targets is None, else the mean next-token cross-entropy (nats)."""
+        B, T = idx_BT.shape
+        if self.config.seq_len < T:
+            raise PlasticError(f"sequence of {T} tokens exceeds model.seq_len = {self.config.seq_len}")
+        pos_T = torch.arange(T, device=idx_BT.device)
+        x_BTD = self.wte(idx_BT) + self.wpe(pos_T)
+        for block in self.blocks:
+            x_BTD = block(x_BTD)
+        logits_BTV = self.lm_head(self.ln_f(x_BTD))
+        if targets_BT is None:
+            return logits_BTV
+        return F.cross_entropy(logits_BTV.float().view(B * T, -1), targets_BT.reshape(B * T))
+
+
+def configure_cpu(threads: int = 0) -> None:
+    """Flush denormals on CPU: with tiny weights a step ran 6x slower without it (data-sources.md)."""
+    torch.set_flush_denormal(True)
+    if threads > 0:
+        torch.set_num_threads(threads)

@@ -1,0 +1,49 @@
+import json
+import subprocess
+import sys
+
+from plasticlm.cli import build_parser, main
+
+
+def test_help_lists_subcommands(capsys):
+    text = build_parser().format_help()
+    for cmd in ["presets", "config"]:
+        assert cmd in text
+
+
+def test_console_script_help():
+    out = subprocess.run([sys.executable, "-m", "plasticlm.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "presets" in out.stdout
+
+
+def test_presets_json(capsys):
+    assert main(["presets", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    by = {r["name"]: r for r in rows}
+    assert by["314M"]["non_embedding_params"] == 314_859_520
+    for r in rows:
+        assert {"name", "n_layer", "d_model", "n_head", "non_embedding_params", "total_params",
+                "flops_per_token"} <= set(r)
+
+
+def test_config_validate_misspelled_key_exits_2_and_names_it(tmp_path, capsys):
+    p = tmp_path / "bad.toml"
+    p.write_text("[stream]\ntoken_per_task = 100\n")
+    assert main(["config", "validate", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "stream.token_per_task" in err and "stream.tokens_per_task" in err
+
+
+def test_config_validate_json_and_show(tmp_path, capsys):
+    p = tmp_path / "ok.toml"
+    p.write_text("[model]\npreset = '85K'\n")
+    assert main(["config", "validate", str(p), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["valid"] is True
+    assert main(["config", "show", str(p), "--json", "--set", "stream.cycles=3"]) == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["model"]["preset"] == "85K" and shown["stream"]["cycles"] == 3
+
+
+def test_missing_config_file_exits_2(capsys):
+    assert main(["config", "show", "/nonexistent.toml"]) == 2
+    assert "does not exist" in capsys.readouterr().err
