@@ -167,32 +167,20 @@ class DebianDocsSource(Source):
             self._english = frozenset(p for page in self._extract(REFERENCE) for p in page)
 
     def _extract(self, lang: str) -> list[list[str]]:
-        """Paragraphs of every page of ``lang``'s package, pages in sorted path order (cached)."""
+        """Paragraphs of every page of ``lang``'s package (cached until its documents are written)."""
         if lang in self._pages:
             return self._pages[lang]
         assert self._tmp is not None
+        deb = self._debs[lang]
         out = self._tmp / "x" / lang
         out.mkdir(parents=True, exist_ok=True)
-        r = _run(["dpkg-deb", "-x", str(self._debs[lang]), str(out)])
+        r = _run(["dpkg-deb", "-x", str(deb), str(out)])
         if r.returncode != 0:
-            raise DataError(f"language {lang!r}: dpkg-deb -x {self._debs[lang]} failed: {r.stderr.strip()}")
-        roots = sorted(p for p in (out / "usr/share/libreoffice/help").glob("*/text") if p.is_dir())
-        if len(roots) != 1:
-            raise DataError(f"language {lang!r}: expected one help/<lang>/text directory in {self._debs[lang].name}")
-        root = roots[0]
-        files = sorted((p for p in root.rglob("*.html")), key=lambda p: p.relative_to(root).as_posix())
-        if not files:
-            raise DataError(f"language {lang!r}: no help pages in {self._debs[lang].name}")
-        bar = dict(total=len(files), desc=f"extract {lang}", unit="page", file=sys.stderr, disable=not self._progress)
-        workers = self.data.workers or os.cpu_count() or 1
-        if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
-            # fork: the children need nothing but this module; spawn would re-run the caller's __main__.
-            ctx = multiprocessing.get_context("fork")
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                pages = list(tqdm(pool.map(page_paragraphs, files, chunksize=32), **bar))
-        else:
-            pages = [page_paragraphs(f) for f in tqdm(files, **bar)]
-        shutil.rmtree(out, ignore_errors=True)
+            raise DataError(f"language {lang!r}: dpkg-deb -x {deb} failed: {r.stderr.strip()}")
+        try:
+            pages = help_pages(out, f"language {lang!r} ({deb.name})", self.data.workers, self._progress)
+        finally:
+            shutil.rmtree(out, ignore_errors=True)
         self._pages[lang] = pages
         return pages
 
@@ -200,17 +188,8 @@ class DebianDocsSource(Source):
         pages = self._extract(lang)
         reference = self._english if lang != REFERENCE else frozenset()
         assert reference is not None
-        stats = {
-            "pages": len(pages),
-            "paragraphs": sum(map(len, pages)),
-            "english_fallback_paragraphs": sum(p in reference for page in pages for p in page),
-            "kept_paragraphs": 0,
-        }
-        self._stats[lang] = stats
-        for kept in filter_paragraphs(pages, reference):
-            if kept:
-                stats["kept_paragraphs"] += len(kept)
-                yield "\n".join(kept)
+        stats = self._stats[lang] = {}
+        yield from page_documents(pages, reference, stats)
         self._pages.pop(lang, None)
 
     def provenance(self, lang: str) -> dict[str, Any]:
@@ -221,3 +200,41 @@ class DebianDocsSource(Source):
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None
 
+
+
+def help_pages(package_root: Path, what: str = "", workers: int = 0, progress: bool = False) -> list[list[str]]:
+    """Paragraphs of every page under ``package_root/usr/share/libreoffice/help/<dir>/text``, in sorted path order.
+
+    Pages are parsed by ``workers`` processes (0 = all cores; forked, since spawn would re-run the
+    caller's __main__); the result does not depend on the number of workers.
+    """
+    roots = sorted(p for p in (Path(package_root) / "usr/share/libreoffice/help").glob("*/text") if p.is_dir())
+    if len(roots) != 1:
+        raise DataError(f"{what}: expected one usr/share/libreoffice/help/<lang>/text directory, found {len(roots)}")
+    root = roots[0]
+    files = sorted(root.rglob("*.html"), key=lambda p: p.relative_to(root).as_posix())
+    if not files:
+        raise DataError(f"{what}: no help pages (*.html) under {root}")
+    bar = dict(total=len(files), desc=f"extract {root.parent.name}", unit="page", file=sys.stderr, disable=not progress)
+    workers = min(workers or os.cpu_count() or 1, max(1, len(files) // 64))
+    if workers > 1 and "fork" in multiprocessing.get_all_start_methods():
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+            return list(tqdm(pool.map(page_paragraphs, files, chunksize=32), **bar))
+    return [page_paragraphs(f) for f in tqdm(files, **bar)]
+
+
+def page_documents(
+    pages: list[list[str]], reference: frozenset[str] = frozenset(), stats: dict[str, int] | None = None
+) -> Iterator[str]:
+    """One document per page: its paragraphs not in ``reference`` and not seen before, joined by newlines."""
+    stats = stats if stats is not None else {}
+    stats.update(
+        pages=len(pages),
+        paragraphs=sum(map(len, pages)),
+        english_fallback_paragraphs=sum(p in reference for page in pages for p in page),
+        kept_paragraphs=0,
+    )
+    for kept in filter_paragraphs(pages, reference):
+        if kept:
+            stats["kept_paragraphs"] += len(kept)
+            yield "\n".join(kept)
