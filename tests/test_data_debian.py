@@ -40,10 +40,13 @@ EN = {
     "shared/01/a.html": dict(title="Rows", p1="Sets the row height.", p2="Hides rows.", common="Choose Format - Rows."),
     "scalc/01/b.html": dict(title="Columns", p1="Sets the width.", p2="Hides rows.", common="Choose Format - Rows."),
 }
+# Vietnamese (escaped: ASCII-only sources): "Hang" (row), "Dat chieu cao cua hang." (set the row
+# height), "Cot" (column), "An cot." (hide column), "Chon Dinh dang." (choose Format).
+HANG, DAT, COT, AN, CHON = ("H\u00e0ng", "\u0110\u1eb7t chi\u1ec1u cao c\u1ee7a h\u00e0ng.", "C\u1ed9t",
+                            "\u1ea8n c\u1ed9t.", "Ch\u1ecdn \u0110\u1ecbnh d\u1ea1ng.")
 VI = {
-    "shared/01/a.html": dict(title="Hàng", p1="Đặt chiều cao của hàng.", p2="Hides rows.",
-                             common="Choose Format - Rows."),
-    "scalc/01/b.html": dict(title="Cột", p1="Đặt chiều cao của hàng.", p2="Ẩn cột.", common="Chọn Định dạng."),
+    "shared/01/a.html": dict(title=HANG, p1=DAT, p2="Hides rows.", common="Choose Format - Rows."),
+    "scalc/01/b.html": dict(title=COT, p1=DAT, p2=AN, common=CHON),
 }
 
 
@@ -62,7 +65,7 @@ def test_filter_drops_reference_and_repeats():
 
 
 def test_decode_utf8_counts_only_invalid_sequences():
-    text, bad = decode_utf8("ok \ufffd ".encode() + b"\xff\xfe" + "é".encode())
+    text, bad = decode_utf8("ok \ufffd ".encode() + b"\xff\xfe" + "\u00e9".encode())
     assert bad == 2 and text.count("\ufffd") == 3
     assert decode_utf8(b"fine") == ("fine", 0)
 
@@ -75,13 +78,13 @@ def test_help_pages_sorted_and_english_fallback_filtered(tmp_path):
     en_pages = debian.help_pages(_help_tree(tmp_path / "en", "en-US", EN), workers=1)
     vi_pages = debian.help_pages(_help_tree(tmp_path / "vi", "vi", VI), workers=1)
     # sorted by path: scalc/... before shared/...
-    assert en_pages[0][0] == "Columns" and vi_pages[0][0] == "Cột"
+    assert en_pages[0][0] == "Columns" and vi_pages[0][0] == COT
     reference = frozenset(p for page in en_pages for p in page)
     stats: dict = {}
     docs = list(debian.page_documents(vi_pages, reference, stats))
     # "Hides rows." and "Choose Format - Rows." are untranslated (in English): dropped; the repeated
     # Vietnamese paragraph and "after break" / "item bold one" (also English) appear once or never.
-    assert docs == ["Cột\nĐặt chiều cao của hàng.\nẨn cột.\nChọn Định dạng.", "Hàng"]
+    assert docs == ["\n".join([COT, DAT, AN, CHON]), HANG]
     assert stats["english_fallback_paragraphs"] == 2 * 2 + 1 + 1 and stats["pages"] == 2
 
 
@@ -124,7 +127,7 @@ def test_debian_source_end_to_end_with_stub_apt(tmp_path, home, monkeypatch):
     m = build_corpus(data, ["vi"], progress=False)["vi"]
     assert downloads == [["libreoffice-help-en-us", "libreoffice-help-vi"]]  # English fetched for the filter
     assert m["provenance"]["package"] == "libreoffice-help-vi" and m["provenance"]["version"] == "1:1.0-1"
-    assert list(iter_documents(Path(m["path"])))[1] == "Hàng"
+    assert list(iter_documents(Path(m["path"])))[1] == HANG
     first = m["sha256"]
     # Rebuild: same sha256; with English cached, only the Vietnamese package is fetched.
     build_corpus(data, ["en"], progress=False)
