@@ -1,0 +1,1 @@
+"""Data: corpora, tokenizer, token shards and the language stream."""
