@@ -12,7 +12,9 @@ V = 300
 def _tokens(sizes=(5000, 3000, 7000)):
     # each language owns a disjoint id range so a token's language is recoverable: lang i -> [100 i, 100 i + 99]
     rng = np.random.default_rng(0)
-    return {lang: (100 * i + rng.integers(0, 100, n)).astype(np.uint16) for i, (lang, n) in enumerate(zip(LANGS, sizes))}
+    return {
+        lang: (100 * i + rng.integers(0, 100, n)).astype(np.uint16) for i, (lang, n) in enumerate(zip(LANGS, sizes))
+    }
 
 
 def _stream(kind="continual", **kw):
