@@ -17,6 +17,7 @@ from plasticlm.errors import PlasticError
 COMMAND_MODULES = (
     "plasticlm.cli.presets",
     "plasticlm.cli.config_cmd",
+    "plasticlm.cli.onset_cmd",
 )
 
 
