@@ -1,0 +1,76 @@
+"""`plasticlm onset --scores FILE.csv`: the onset of plasticity loss on a probe-score curve."""
+
+from __future__ import annotations
+
+from plasticlm.cli._common import add_json, print_json, print_table
+from plasticlm.onset import Onset, OnsetCI, find_onset, read_scores_csv
+
+
+def onset_document(result: Onset, source: str, tokens_per_task: int | None = None,
+                   ci: OnsetCI | None = None) -> dict:
+    """The JSON document of `plasticlm onset`: onset, tokens (given tokens per task), CI, smoothed curve.
+
+    ``onset_tokens`` = onset_task_index * tokens_per_task (None without a run's tokens per task);
+    ``ci95`` = the bootstrap interval (None without per-sequence probe losses).
+    """
+    doc = result.to_json()
+    onset = doc["onset_task_index"]
+    return {
+        "onset_task_index": onset,
+        "onset_tokens": None if onset is None or tokens_per_task is None else int(onset * tokens_per_task),
+        "method": doc["method"],
+        "window": doc["window"],
+        "ci95": None if ci is None else ci.to_json()["ci"],
+        "smoothed": doc["smoothed"],
+        "net_degradation_task_index": doc["net_degradation_task_index"],
+        "reason": doc["reason"],
+        "source": source,
+        "n_points": int(result.task_index.size),
+    }
+
+
+def _print_human(doc: dict, result: Onset) -> None:
+    smoothed = {s["task_index"]: s["score"] for s in doc["smoothed"]}
+    rows = []
+    for xi, yi in zip(result.task_index.tolist(), result.score.tolist()):
+        key = int(xi) if float(xi).is_integer() else xi
+        marks = [name for name, at in (("onset", doc["onset_task_index"]),
+                                       ("net degradation", doc["net_degradation_task_index"])) if at == key]
+        rows.append({"task_index": key, "score": f"{yi:.4g}",
+                     "smoothed": f"{smoothed[key]:.4g}" if key in smoothed else "-",
+                     "": " ".join(f"<- {m}" for m in marks)})
+    print(f"{doc['source']}: {doc['n_points']} probe points, window {doc['window']} ({doc['method']})")
+    print_table(rows, ["task_index", "score", "smoothed", ""])
+    if doc["onset_task_index"] is None:
+        print(f"onset: none ({doc['reason']})")
+    else:
+        print(f"onset: task_index {doc['onset_task_index']}")
+    net = doc["net_degradation_task_index"]
+    print(f"net degradation (smoothed score > 0 after the minimum): {'none' if net is None else f'task_index {net}'}")
+
+
+def run(args) -> int:
+    x, y = read_scores_csv(args.scores)
+    result = find_onset(x, y, args.window)
+    doc = onset_document(result, args.scores)
+    if args.json:
+        print_json(doc)
+    else:
+        _print_human(doc, result)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "onset", help="locate the onset of plasticity loss on a probe-score curve",
+        description="Onset = the task index of the interior minimum of the centred window-w moving "
+        "average of the probe score (arXiv:2606.24752). The first and last (w-1)/2 points are never "
+        "the onset; a minimum at the first or last smoothed point gives no onset, with a reason. "
+        "Also reports the net-degradation point: the first point after the minimum whose smoothed "
+        "score is > 0.",
+    )
+    p.add_argument("--scores", required=True, metavar="FILE.csv",
+                   help="CSV with a header and columns task_index,score (other columns ignored)")
+    p.add_argument("--window", type=int, default=3, help="odd moving-average window (default 3, as in the paper)")
+    add_json(p)
+    p.set_defaults(func=run)
