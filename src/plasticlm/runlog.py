@@ -8,6 +8,7 @@ a resume truncates the logs back to that count, so a resumed run has no duplicat
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import platform
@@ -85,9 +86,14 @@ class JsonlLog:
         if not self.enabled:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        line = json.dumps(row, default=_json_default) + "\n"
         with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(row, default=_json_default) + "\n")
-            f.flush()
+            fcntl.flock(f, fcntl.LOCK_EX)  # concurrent writers (post-hoc probe array jobs) never interleave
+            try:
+                f.write(line)
+                f.flush()
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
         self.rows += 1
 
     def truncate_to(self, n: int) -> None:

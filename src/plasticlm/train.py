@@ -23,6 +23,7 @@ import logging
 import math
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,10 @@ from plasticlm.train_callbacks import Evaluator, ProgressBar, TaskBoundaryReset,
 log = logging.getLogger("plasticlm.train")
 
 
+CallbackSpec = Callback | Callable[["Trainer"], Callback]
+"""A callback, or a factory called with the trainer once it is built (e.g. ``ProbeCallback``)."""
+
+
 class NonFiniteLoss(RuntimeError):
     """The loss or gradient norm became NaN/inf; the run stops and keeps its last good checkpoint."""
 
@@ -59,7 +64,7 @@ def resolve_device(name: str) -> torch.device:
 class Trainer:
     """One training run. Build it, optionally ``restore()``, then ``fit()``."""
 
-    def __init__(self, cfg: Config, run_dir: str | Path, data: Any, callbacks: list[Callback] | None = None,
+    def __init__(self, cfg: Config, run_dir: str | Path, data: Any, callbacks: list[CallbackSpec] | None = None,
                  quiet: bool = False):
         self.cfg = cfg
         self.run_dir = Path(run_dir)
@@ -81,7 +86,8 @@ class Trainer:
         self.grad_norm = float("nan")
         self.metrics = JsonlLog(self.run_dir / "metrics.jsonl", enabled=dist.is_main())
         self.logs: dict[str, JsonlLog] = {"metrics": self.metrics}
-        self.callbacks = Callbacks(default_callbacks(self, quiet) + list(callbacks or []))
+        extra = [cb if isinstance(cb, Callback) else cb(self) for cb in callbacks or []]
+        self.callbacks = Callbacks(default_callbacks(self, quiet) + extra)
         self.wall_time_s = 0.0
         self.task: Task | None = None  # the task being trained (or just finished)
 
@@ -119,29 +125,10 @@ class Trainer:
         self.lr = self.schedule(self.stream.step)
         set_lr(self.optimizer, self.lr)
         x, y = self.stream.next_batch()
-        micro = self.cfg.train.micro_batch_size or len(x)
-        total = torch.zeros((), device=self.device)
-        for i in range(0, len(x), micro):
-            xb = torch.from_numpy(x[i : i + micro]).to(self.device, non_blocking=True)
-            yb = torch.from_numpy(y[i : i + micro]).to(self.device, non_blocking=True)
-            with autocast_context(self.device, self.cfg.train.dtype):
-                loss = self.model(xb, yb) * (len(xb) / len(x))
-            loss.backward()
-            total += loss.detach()
+        loss = forward_backward(self.model, x, y, self.cfg.train.micro_batch_size, self.device, self.cfg.train.dtype)
         self.callbacks.fire("on_after_backward", self)
-        clip = self.cfg.optim.grad_clip if self.cfg.optim.grad_clip > 0 else float("inf")
-        self.grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), clip))
-        value = float(total)
-        if not (math.isfinite(value) and math.isfinite(self.grad_norm)):
-            self.optimizer.zero_grad(set_to_none=True)
-            raise NonFiniteLoss(
-                f"non-finite loss ({value}) or gradient norm ({self.grad_norm}) at step {self.stream.step}; "
-                "the weights were not updated. Lower optim.lr or enable optim.grad_clip, then resume from "
-                "the last good checkpoint"
-            )
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return value
+        self.grad_norm = clip_and_step(self.model, self.optimizer, loss, self.cfg.optim.grad_clip, self.stream.step)
+        return loss
 
     # ------------------------------------------------------------------ logging
     def log(self, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -195,6 +182,36 @@ class Trainer:
             log_.truncate_to(meta["logs"].get(key, 0))
         self.wall_time_s = float(meta.get("wall_time_s", 0.0))
         return meta
+
+
+def forward_backward(model: torch.nn.Module, x, y, micro_batch_size: int, device: torch.device, dtype: str) -> float:
+    """Accumulate the gradient of the mean loss over (x, y) in micro-batches; return the loss."""
+    micro = micro_batch_size or len(x)
+    total = torch.zeros((), device=device)
+    for i in range(0, len(x), micro):
+        xb = torch.from_numpy(x[i : i + micro]).to(device, non_blocking=True)
+        yb = torch.from_numpy(y[i : i + micro]).to(device, non_blocking=True)
+        with autocast_context(device, dtype):
+            loss = model(xb, yb) * (len(xb) / len(x))
+        loss.backward()
+        total += loss.detach()
+    return float(total)
+
+
+def clip_and_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss: float, grad_clip: float,
+                  step: int) -> float:
+    """Clip the global gradient norm, refuse non-finite values, step; return the pre-clip norm."""
+    clip = grad_clip if grad_clip > 0 else float("inf")
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
+    if not (math.isfinite(loss) and math.isfinite(grad_norm)):
+        optimizer.zero_grad(set_to_none=True)
+        raise NonFiniteLoss(
+            f"non-finite loss ({loss}) or gradient norm ({grad_norm}) at step {step}; the weights were not "
+            "updated. Lower optim.lr or enable optim.grad_clip, then resume from the last good checkpoint"
+        )
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return grad_norm
 
 
 def default_callbacks(loop: Trainer, quiet: bool) -> list[Callback]:
@@ -296,7 +313,7 @@ def load_data(cfg: Config, progress: bool = True):
     return prepare_data(cfg, progress=progress)
 
 
-def train(cfg: Config, run_dir: str | Path, *, data: Any = None, callbacks: list[Callback] | None = None,
+def train(cfg: Config, run_dir: str | Path, *, data: Any = None, callbacks: list[CallbackSpec] | None = None,
           quiet: bool = False, overwrite: bool = False) -> dict[str, Any]:
     """Start a new run in ``run_dir``."""
     init_run_dir(run_dir, cfg, overwrite=overwrite)
@@ -304,7 +321,7 @@ def train(cfg: Config, run_dir: str | Path, *, data: Any = None, callbacks: list
     return run_training(Trainer(cfg, run_dir, data, callbacks=callbacks, quiet=quiet))
 
 
-def resume(run_dir: str | Path, *, data: Any = None, callbacks: list[Callback] | None = None,
+def resume(run_dir: str | Path, *, data: Any = None, callbacks: list[CallbackSpec] | None = None,
            quiet: bool = False) -> dict[str, Any]:
     """Continue a run from its latest complete checkpoint (or from the start if it has none)."""
     run_dir = Path(run_dir)

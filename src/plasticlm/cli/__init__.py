@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "plasticlm.cli.presets",
     "plasticlm.cli.config_cmd",
     "plasticlm.cli.train_cmd",
+    "plasticlm.cli.probe_cmd",
     "plasticlm.cli.onset_cmd",
 )
 

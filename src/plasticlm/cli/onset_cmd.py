@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from plasticlm.cli._common import add_json, print_json, print_table
+from plasticlm.errors import PlasticError
 from plasticlm.onset import Onset, OnsetCI, find_onset, read_scores_csv
 
 
@@ -50,13 +51,28 @@ def _print_human(doc: dict, result: Onset) -> None:
 
 
 def run(args) -> int:
-    x, y = read_scores_csv(args.scores)
-    result = find_onset(x, y, args.window)
-    doc = onset_document(result, args.scores)
+    if (args.run_dir is None) == (args.scores is None):
+        raise PlasticError("give either a RUN_DIR or --scores FILE.csv (not both)")
+    if args.run_dir is not None:
+        from plasticlm.analysis import onset_from_run
+
+        doc = onset_from_run(args.run_dir, window=args.window, n_boot=args.bootstrap, seed=args.seed,
+                             reference=args.reference)
+        x = [s["task_index"] for s in doc["scores"]]
+        y = [s["dauc" if args.reference == "first" else "dauc_scratch"] for s in doc["scores"]]
+        result = find_onset(x, y, args.window)
+    else:
+        x, y = read_scores_csv(args.scores)
+        result = find_onset(x, y, args.window)
+        doc = onset_document(result, args.scores)
     if args.json:
         print_json(doc)
     else:
         _print_human(doc, result)
+        if doc.get("ci95"):
+            print(f"95% bootstrap CI of the onset (resampled validation sequences): {doc['ci95']}")
+        if doc.get("onset_tokens") is not None:
+            print(f"onset at {doc['onset_tokens']:,} training tokens")
     return 0
 
 
@@ -69,8 +85,14 @@ def register(sub) -> None:
         "Also reports the net-degradation point: the first point after the minimum whose smoothed "
         "score is > 0.",
     )
-    p.add_argument("--scores", required=True, metavar="FILE.csv",
+    p.add_argument("run_dir", nargs="?", help="a run directory with probes.jsonl (scores = dAUC)")
+    p.add_argument("--scores", metavar="FILE.csv",
                    help="CSV with a header and columns task_index,score (other columns ignored)")
+    p.add_argument("--reference", choices=["first", "scratch"], default="first",
+                   help="RUN_DIR: score against the first probe (paper) or the scratch baseline (appendix)")
+    p.add_argument("--bootstrap", type=int, default=None,
+                   help="RUN_DIR: bootstrap draws for the CI (default: probe.bootstrap of the run; 0 = none)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--window", type=int, default=3, help="odd moving-average window (default 3, as in the paper)")
     add_json(p)
     p.set_defaults(func=run)

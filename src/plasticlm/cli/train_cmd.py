@@ -42,7 +42,7 @@ def _run(fn, args) -> int:
 
 
 def run_train(args) -> int:
-    from plasticlm.train import train
+    from plasticlm.experiment import train_run as train
 
     cfg = load_config(args.config, args.overrides)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.config, cfg)
@@ -50,7 +50,7 @@ def run_train(args) -> int:
 
 
 def run_resume(args) -> int:
-    from plasticlm.train import resume
+    from plasticlm.experiment import resume_run as resume
 
     return _run(lambda: resume(args.run_dir, quiet=args.quiet or args.json), args)
 
