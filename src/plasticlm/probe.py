@@ -57,8 +57,9 @@ if TYPE_CHECKING:  # pragma: no cover
 def probe_task_indices(cfg: Config, num_tasks: int, tasks_per_cycle: int, tokens_per_task: int) -> list[int]:
     """0-based indices of the tasks after which a probe runs.
 
-    Continual/permuted (the paper): at every cycle end (``probe.at_cycle_end``) and after every task
-    of a language in ``probe.after_languages`` (paper: zh, de, ru). Any stream with
+    Continual (the paper): at every cycle end (``probe.at_cycle_end``) and after every task of a
+    language in ``probe.after_languages`` (paper: zh, de, ru); a stationary run probes at the same
+    token counts (the same task positions), a permuted run at cycle ends. Any stream with
     ``probe.every_tokens > 0``: after each task during which the token count crossed a multiple of
     ``every_tokens`` (stationary runs: probes at the same token intervals as the continual run).
     """
@@ -67,7 +68,8 @@ def probe_task_indices(cfg: Config, num_tasks: int, tasks_per_cycle: int, tokens
     for k in range(num_tasks):
         position = k % tasks_per_cycle
         is_cycle_end = position == tasks_per_cycle - 1
-        lang = cfg.stream.languages[position] if cfg.stream.kind == "continual" else None
+        # stationary runs probe at the same token counts as the continual run (same positions)
+        lang = cfg.stream.languages[position] if cfg.stream.kind != "permuted" else None
         by_lang = lang is not None and lang in p.after_languages
         by_tokens = p.every_tokens > 0 and ((k + 1) * tokens_per_task) // p.every_tokens > (
             k * tokens_per_task) // p.every_tokens
