@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "plasticlm.cli.presets",
     "plasticlm.cli.config_cmd",
     "plasticlm.cli.onset_cmd",
+    "plasticlm.cli.fit_cmd",
 )
 
 
