@@ -19,6 +19,7 @@ COMMAND_MODULES = (
     "plasticlm.cli.config_cmd",
     "plasticlm.cli.onset_cmd",
     "plasticlm.cli.fit_cmd",
+    "plasticlm.cli.plan_cmd",
 )
 
 
