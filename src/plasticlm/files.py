@@ -76,7 +76,8 @@ def _parse_cell(cell: str, column: str, line: int, path: Path, allow_empty: bool
     if cell.lower() in _EMPTY:
         if allow_empty:
             return math.nan
-        raise PlasticError(f"{path}: line {line}: column {column!r} is empty; every row needs a number there")
+        what = "is empty" if not cell else f"= {cell!r} has no value"
+        raise PlasticError(f"{path}: line {line}: column {column!r} {what}; every row needs a number there")
     try:
         value = float(cell)
     except ValueError:

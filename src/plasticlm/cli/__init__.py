@@ -20,6 +20,8 @@ COMMAND_MODULES = (
     "plasticlm.cli.train_cmd",
     "plasticlm.cli.probe_cmd",
     "plasticlm.cli.onset_cmd",
+    "plasticlm.cli.fit_cmd",
+    "plasticlm.cli.plan_cmd",
 )
 
 
