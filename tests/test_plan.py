@@ -1,5 +1,4 @@
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -32,9 +31,9 @@ def test_small_plan_is_hand_checkable():
     assert r.probe_tokens == 5 * 100  # 5 probes x 5 steps x 2 x 10 tokens
     assert r.train_flops == fpt * 6000
     assert r.probe_flops == fpt * 500
-    # probe validation: (5 // 2 + 1) = 3 evals x 4 seqs x 10 tokens x 5 probes = 600 tokens;
-    # training validation: 6 tasks x (3 + 1 languages) x 2 seqs x 10 tokens = 480 tokens; forward = F / 3
-    assert r.eval_flops == pytest.approx(fpt / 3 * 1080)
+    # probe validation: steps 0, 2, 4, 5 = 4 evals x 4 seqs x 10 tokens x 5 probes = 800 tokens;
+    # training validation: (6 tasks + step 0) x (3 + 1 languages) x 2 seqs x 10 tokens = 560; forward = F / 3
+    assert r.eval_flops == pytest.approx(fpt / 3 * 1360)
     assert r.gpu_hours == pytest.approx(r.total_flops / (0.5 * 100e12) / 3600)
     assert plan.totals()["total_flops"] == r.total_flops
 
@@ -46,7 +45,7 @@ def test_stationary_twin_every_tokens_and_vocab():
         (0, "continual", 4, 1), (0, "stationary", 4, 0), (1, "continual", 4, 1), (1, "stationary", 4, 0)]
     assert plan.runs[1].steps == 300
     cfg = load_config(None, SMALL + ["probe.every_tokens=2500", "probe.scratch_baseline=false"])
-    assert probe_token_positions(cfg) == [2500, 5000]
+    assert probe_token_positions(cfg) == [3000, 5000]  # at the task boundaries that reach 2500 and 5000
     cfg = load_config(None, SMALL + ["probe.at_cycle_end=false", "probe.after_languages=[de, xx]"])
     assert probe_token_positions(cfg) == [3000, 6000]
     cfg = load_config(None, SMALL + ["model.vocab_size=500"])
@@ -62,15 +61,13 @@ def test_bad_mfu_and_gpu():
 
 
 def test_cli_plan_paper_continual_json(capsys):
-    t0 = time.perf_counter()
     assert main(["plan", str(ROOT / "configs/paper/continual.toml"), "--gpu", "h200", "--json"]) == 0
-    assert time.perf_counter() - t0 < 5
     doc = json.loads(capsys.readouterr().out)
     assert doc["gpu"] == "h200" and doc["peak_tflops"] == 989.0 and doc["mfu"] == 0.4
     assert [r["preset"] for r in doc["runs"]] == ["5M", "12M", "27M", "39M", "53M", "83M", "106M", "314M"]
     r = doc["runs"][-1]
     assert r["non_embedding_params"] == 314_859_520
-    assert r["tokens"] == 48 * 8 * 5_000_000_000
+    assert r["tokens"] == 48 * 8 * 9537 * 256 * 2048  # whole 0.5M-token steps: 9,537 per 5B-token task
     assert r["steps"] == 48 * 8 * 9537
     assert r["probes"] == 48 * 3 and r["scratch_probes"] == 1
     assert r["probe_tokens"] == 145 * 9537 * 256 * 2048

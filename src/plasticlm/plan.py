@@ -4,21 +4,20 @@ For every run of the sweep (each preset in ``sweep.presets`` x each seed in ``sw
 a stationary twin of each when ``sweep.stationary``), with V the vocabulary (``model.vocab_size``
 if > 0, else ``data.vocab_size``), T = ``model.seq_len`` and B = ``train.batch_size``:
 
-    tokens          = stream.tokens_per_task * len(stream.languages) * stream.cycles
     tasks           = len(stream.languages) * stream.cycles
-    steps           = tasks * ceil(tokens_per_task / (B T))      (continual and permuted streams: the
-                      step count is rounded up per task, as 5B / (256 x 2048) -> 9,537 in the paper)
-                    = ceil(tokens / (B T))                        (stationary: no task boundaries)
+    steps           = tasks * round(stream.tokens_per_task / (B T))   (whole steps per task, the stream's
+                      rule: 5B / (256 x 2048) -> 9,537 in the paper; stationary segments likewise)
+    tokens          = steps * B * T                                (what the stream really serves)
     probes          = len(probe_token_positions(cfg))             (see that function)
     scratch probes  = 1 per (preset, seed) if probe.scratch_baseline (shared by the stationary twin)
     probe tokens    = probe.steps * B * T per probe
     train FLOPs     = F * tokens,   F = model.flops_per_token = 6 N + 12 L H K T (forward + backward)
     probe FLOPs     = F * probe tokens * (probes + scratch probes)
     eval FLOPs      = F / 3 per forward-only token (2 N + 4 L H K T):
-                      probe validation: (probe.steps // probe.eval_every + 1) evaluations (step 0 and
-                      every eval_every steps) of probe.sequences x T tokens, per probe;
-                      training validation: tasks // eval.every_tasks evaluations of eval.sequences x T
-                      tokens on every training language and the probe language
+                      probe validation: len(probe_eval_steps) evaluations (step 0, every eval_every
+                      steps, and the last step) of probe.sequences x T tokens, per probe;
+                      training validation: tasks // eval.every_tasks + 1 evaluations (the + 1 at step 0)
+                      of eval.sequences x T tokens on every training language and the probe language
     GPU-hours       = total FLOPs / (mfu * peak) / 3600
 
 Peaks are dense (no sparsity) bf16 tensor-core throughputs from the vendors' data sheets, in
@@ -29,7 +28,6 @@ B200 2250. MFU 0.4 is a typical well-tuned value for GPT training at these sizes
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 
 from plasticlm.config import Config
@@ -48,25 +46,20 @@ GPU_PEAK_TFLOPS: dict[str, float] = {
 
 
 def probe_token_positions(cfg: Config) -> list[int]:
-    """Training-token counts after which the run is probed (arXiv:2606.24752, "Probe": "When").
+    """Training-token counts after which a run is probed: ``probe.probe_task_indices``, the rule the
+    runs themselves follow (probes happen at task boundaries)."""
+    from plasticlm.probe import probe_task_indices
 
-    ``probe.every_tokens`` > 0 replaces the task schedule (stationary runs): every multiple of it up
-    to the run's tokens. Otherwise, in every cycle, after each task whose language is in
-    ``probe.after_languages`` and, if ``probe.at_cycle_end``, after the cycle's last task; a listed
-    language that is the last of the cycle coincides with the cycle-end probe and counts once
-    (paper: after zh, de, ru and at the cycle end = 3 probes per cycle). The stationary twin of a
-    continual study is probed at the same token counts (the paper probes both streams at the same
-    intervals). Languages listed but not trained are ignored.
-    """
-    s, p = cfg.stream, cfg.probe
+    s = cfg.stream
     n_lang = len(s.languages)
-    total = s.tokens_per_task * n_lang * s.cycles
-    if p.every_tokens > 0:
-        return list(range(p.every_tokens, total + 1, p.every_tokens))
-    slots = {s.languages.index(lang) for lang in p.after_languages if lang in s.languages}
-    if p.at_cycle_end:
-        slots.add(n_lang - 1)
-    return [(c * n_lang + i + 1) * s.tokens_per_task for c in range(s.cycles) for i in sorted(slots)]
+    tokens_per_task = _tokens_per_task(cfg)
+    return [(k + 1) * tokens_per_task for k in probe_task_indices(cfg, n_lang * s.cycles, n_lang, tokens_per_task)]
+
+
+def _tokens_per_task(cfg: Config) -> int:
+    """Tokens a task really serves: whole steps of batch_size x seq_len (the stream's rounding)."""
+    per_step = cfg.train.batch_size * cfg.model.seq_len
+    return max(1, round(cfg.stream.tokens_per_task / per_step)) * per_step
 
 
 @dataclass(frozen=True)
@@ -125,15 +118,18 @@ def plan_study(cfg: Config, gpu: str = "h100", mfu: float = 0.4, peak_tflops: fl
         peak_tflops = GPU_PEAK_TFLOPS[gpu]
     elif peak_tflops <= 0:
         raise PlasticError(f"peak TFLOP/s = {peak_tflops}: must be > 0")
+    from plasticlm.probe import probe_eval_steps
+
     s, p, t = cfg.stream, cfg.probe, cfg.train
     seq = cfg.model.seq_len
     tasks = len(s.languages) * s.cycles
-    tokens = s.tokens_per_task * tasks
     per_step = t.batch_size * seq
+    tokens = _tokens_per_task(cfg) * tasks
+    steps = tokens // per_step
     n_probes = len(probe_token_positions(cfg))
     probe_tokens_each = p.steps * per_step
-    probe_eval_tokens = (p.steps // p.eval_every + 1) * p.sequences * seq
-    train_evals = tasks // cfg.eval.every_tasks if cfg.eval.every_tasks > 0 else 0
+    probe_eval_tokens = len(probe_eval_steps(p)) * p.sequences * seq
+    train_evals = tasks // cfg.eval.every_tasks + 1 if cfg.eval.every_tasks > 0 else 0  # + the step-0 eval
     train_eval_tokens = train_evals * (len(s.languages) + 1) * cfg.eval.sequences * seq
     streams = [s.kind] + (["stationary"] if cfg.sweep.stationary and s.kind != "stationary" else [])
     runs = []
@@ -142,8 +138,6 @@ def plan_study(cfg: Config, gpu: str = "h100", mfu: float = 0.4, peak_tflops: fl
         fpt = flops_per_token(gpt)
         for seed in cfg.sweep.seeds:
             for k, kind in enumerate(streams):
-                steps = (math.ceil(tokens / per_step) if kind == "stationary"
-                         else tasks * math.ceil(s.tokens_per_task / per_step))
                 scratch = int(p.scratch_baseline and k == 0)
                 n = n_probes + scratch
                 train_f = float(fpt) * tokens

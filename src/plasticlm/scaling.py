@@ -58,7 +58,8 @@ import numpy as np
 from scipy import stats
 
 from plasticlm.errors import PlasticError
-from plasticlm.files import atomic_path, read_csv_columns
+from plasticlm.files import read_csv_columns
+from plasticlm.runlog import atomic_path
 
 FORMS: tuple[str, ...] = ("power", "linear", "linear_log", "exponential")
 # form -> (u is ln P, v is ln T)
