@@ -46,8 +46,10 @@ def test_stationary_twin_every_tokens_and_vocab():
     assert plan.runs[1].steps == 300
     cfg = load_config(None, SMALL + ["probe.every_tokens=2500", "probe.scratch_baseline=false"])
     assert probe_token_positions(cfg) == [3000, 5000]  # at the task boundaries that reach 2500 and 5000
-    cfg = load_config(None, SMALL + ["probe.at_cycle_end=false", "probe.after_languages=[de, xx]"])
+    cfg = load_config(None, SMALL + ["probe.at_cycle_end=false", "probe.after_languages=[de]"])
     assert probe_token_positions(cfg) == [3000, 6000]
+    with pytest.raises(PlasticError, match="not in stream.languages"):
+        load_config(None, SMALL + ["probe.after_languages=[de, xx]"])
     cfg = load_config(None, SMALL + ["model.vocab_size=500"])
     assert plan_study(cfg).runs[0].flops_per_token == flops_per_token(from_preset("25K", 500, 10))
 
