@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "plasticlm.cli.onset_cmd",
     "plasticlm.cli.fit_cmd",
     "plasticlm.cli.plan_cmd",
+    "plasticlm.cli.study_cmd",
 )
 
 
