@@ -33,7 +33,7 @@ demo: $(STAMP)
 	$(BIN)/plasticlm config show configs/demo.toml
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/bench_model.py
+	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_data.py
 
 clean:

@@ -10,7 +10,7 @@ from plasticlm.config import load_config
 from plasticlm.data import prepare as prepare_mod
 from plasticlm.data import shards
 from plasticlm.data.corpus import iter_documents
-from plasticlm.data.prepare import PreparedData, bits_per_byte, default_languages, prepare_data
+from plasticlm.data.prepare import PreparedData, default_languages, prepare_data
 from plasticlm.data.sources.synthetic import SyntheticSource
 from plasticlm.data.splits import split_documents, split_indices
 from plasticlm.data.tokenizer import ByteTokenizer, load_tokenizer, take_bytes, train_bpe
@@ -18,7 +18,7 @@ from plasticlm.errors import ConfigError, DataError
 
 SMALL = [
     "data.source=synthetic", "data.synthetic_bytes=30000", "data.vocab_size=300",
-    "data.tokenizer_sample_bytes=10000", "model.seq_len=32", "stream.languages=[en,fr]",
+    "data.tokenizer_sample_bytes=10000", "model.seq_len=32", "stream.languages=[en,fr]", "probe.after_languages=[]",
 ]
 
 
@@ -203,6 +203,3 @@ def test_interrupted_shard_write_leaves_no_cache(home, monkeypatch):
     p = prepare_data(small(), progress=False)
     assert p.train["en"][-1] == p.eot_id
 
-
-def test_bits_per_byte():
-    assert bits_per_byte(np.log(2) * 2, 2.0) == pytest.approx(1.0)

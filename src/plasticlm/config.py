@@ -216,6 +216,12 @@ class Config:
                 f"probe.language = {self.probe.language!r} is also a training language "
                 "(stream.languages): the probe language must be held out"
             )
+        unknown = [lang for lang in self.probe.after_languages if lang not in self.stream.languages]
+        if unknown and self.stream.kind != "permuted":
+            p.append(
+                f"probe.after_languages has {unknown}, not in stream.languages {self.stream.languages}: "
+                "list training languages only (or [] for cycle-end probes only)"
+            )
         if len(set(self.stream.languages)) != len(self.stream.languages):
             p.append(f"stream.languages has duplicates: {self.stream.languages}")
         if self.stream.weights and len(self.stream.weights) != len(self.stream.languages):

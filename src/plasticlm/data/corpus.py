@@ -21,9 +21,10 @@ from typing import Any
 from tqdm import tqdm
 
 from plasticlm.config import DataConfig
-from plasticlm.data.paths import atomic_path, atomic_write_json, corpus_dir, home_dir, read_json
+from plasticlm.data.paths import corpus_dir, home_dir, read_cached_json
 from plasticlm.data.sources import Source, make_source
 from plasticlm.errors import DataError
+from plasticlm.runlog import atomic_path, atomic_write_json
 
 FORMAT = 1
 DOCS = "docs.jsonl"
@@ -54,7 +55,7 @@ def read_manifest(data: DataConfig, lang: str, source: str | Source | None = Non
     """The manifest of a complete cached language, or None (missing, partial or stale format)."""
     src = source if isinstance(source, Source) else make_source(data, source)
     d = source_root(data, src) / lang
-    m = read_json(d / MANIFEST)
+    m = read_cached_json(d / MANIFEST)
     docs = d / DOCS
     if not m or m.get("format") != FORMAT or not docs.is_file() or docs.stat().st_size != m.get("file_bytes"):
         return None

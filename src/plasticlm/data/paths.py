@@ -1,7 +1,8 @@
-"""The cache under ``$PLASTICLM_HOME``, atomic writes and stable hashes.
+"""The cache under ``$PLASTICLM_HOME`` and stable hashes.
 
-Layout (every file is written atomically: a temporary file in the same directory, then
-``os.replace``, so an interrupted build never leaves a half-written file under its final name)::
+Layout (every file is written atomically with ``plasticlm.runlog``'s helpers: a temporary file in
+the same directory, then ``os.replace``, so an interrupted build never leaves a half-written file
+under its final name)::
 
     $PLASTICLM_HOME/                       (config data.home, else $PLASTICLM_HOME, else ~/.cache/plasticlm)
       corpus/<source-key>/<lang>/docs.jsonl     one JSON string (a document) per line
@@ -12,12 +13,9 @@ Layout (every file is written atomically: a temporary file in the same directory
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,32 +41,7 @@ def shard_base(home: Path, tok_hash: str, lang: str, key: str) -> Path:
     return home / "tokens" / tok_hash[:16] / lang / key[:16]
 
 
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success move it into place, on error delete it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, ensure_ascii=False) + "\n").encode("utf-8"))
-
-
-def read_json(path: Path) -> Any | None:
+def read_cached_json(path: Path) -> Any | None:
     """The parsed file, or None when it is missing or unreadable (a cache miss, never an error)."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
@@ -85,11 +58,3 @@ def lang_seed(seed: int, lang: str, purpose: str) -> list[int]:
     """A numpy seed sequence from an integer seed, a language code and a purpose (never Python's hash())."""
     digest = hashlib.sha256(f"{purpose}/{lang}".encode()).digest()
     return [int(seed), int.from_bytes(digest[:8], "little")]
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()

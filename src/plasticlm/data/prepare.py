@@ -10,12 +10,12 @@ The tokenizer is trained on the config's languages (``stream.languages`` + ``pro
 for: ``prepare_data(cfg, ["vi"])`` uses the same tokenizer as ``prepare_data(cfg)``.
 
 Bytes per token (for bits per byte, style.md 8): UTF-8 bytes of a language's validation text divided
-by its validation token count, end-of-document tokens included; ``bpb = loss_nats / ln 2 / bytes_per_token``.
+by its validation token count, end-of-document tokens included; ``bpb = loss_nats / ln 2 / bytes_per_token``
+(``plasticlm.evaluate.bits_per_byte``).
 """
 
 from __future__ import annotations
 
-import math
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -174,7 +174,3 @@ def prepare_data(cfg: Config, languages: list[str] | None = None, progress: bool
         manifest=manifest,
     )
 
-
-def bits_per_byte(loss_nats_per_token: float, bytes_per_token: float) -> float:
-    """Cross-entropy in nats per token -> bits per UTF-8 byte (comparable across tokenizers and languages)."""
-    return loss_nats_per_token / math.log(2) / bytes_per_token

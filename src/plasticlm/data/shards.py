@@ -18,8 +18,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from plasticlm.data.paths import atomic_path, atomic_write_json, read_json
+from plasticlm.data.paths import read_cached_json
 from plasticlm.data.tokenizer import Tokenizer
+from plasticlm.runlog import atomic_path, atomic_write_json
 
 FORMAT = 1
 BATCH_DOCS = 256
@@ -89,7 +90,7 @@ def write_shard(
 def read_header(base: Path, split: str) -> dict[str, Any] | None:
     """The header of a complete shard, or None."""
     bin_path, header_path = shard_paths(base, split)
-    header = read_json(header_path)
+    header = read_cached_json(header_path)
     if not header or header.get("format") != FORMAT or not bin_path.is_file():
         return None
     if bin_path.stat().st_size != header["count"] * np.dtype(header["dtype"]).itemsize:

@@ -24,8 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from plasticlm.data.paths import atomic_write_bytes, atomic_write_json, read_json, stable_hash, tokenizer_dir
+from plasticlm.data.paths import read_cached_json, stable_hash, tokenizer_dir
 from plasticlm.errors import DataError
+from plasticlm.runlog import atomic_write_bytes, atomic_write_json
 
 BYTES = "bytes"
 BPE_VERSION = 1
@@ -156,7 +157,7 @@ def bpe_key(vocab_size: int, eot_token: str, inputs: dict[str, Any], sample_byte
 
 def cached_bpe(home: Path, key: str) -> Path | None:
     d = tokenizer_dir(home, key)
-    meta = read_json(d / "meta.json")
+    meta = read_cached_json(d / "meta.json")
     return d / "tokenizer.json" if meta and meta.get("key") == key and (d / "tokenizer.json").is_file() else None
 
 

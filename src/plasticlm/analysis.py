@@ -1,0 +1,104 @@
+"""Reading a run directory's probes: scores and the onset of plasticity loss with its bootstrap CI.
+
+Scores (arXiv:2606.24752): ``dauc = 100 * (auc_k / auc_first - 1)`` relative to the run's first
+probe, and ``dauc_scratch = 100 * (auc_k / auc_scratch - 1)`` relative to the scratch baseline.
+The onset uses ``onset.find_onset`` on the dAUC curve against ``task_index`` (task instances
+trained), and ``onset.onset_ci_from_curves`` on the per-sequence probe losses for the CI.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from plasticlm.errors import PlasticError
+from plasticlm.onset import dauc, find_onset, onset_ci_from_curves, onset_document
+from plasticlm.runlog import read_json, read_jsonl
+
+
+def load_probes(run_dir: str | Path) -> list[dict[str, Any]]:
+    """probes.jsonl rows sorted by task_index, with ``dauc`` (vs the first probe) added."""
+    rows = sorted(read_jsonl(Path(run_dir) / "probes.jsonl"), key=lambda r: r["task_index"])
+    if rows:
+        first = rows[0]["auc"]
+        for r in rows:
+            r["dauc"] = dauc(r["auc"], first)
+    return rows
+
+
+def _curves(run_dir: Path, rows: list[dict]) -> tuple[list[np.ndarray], np.ndarray] | None:
+    curves, steps = [], None
+    for r in rows:
+        path = run_dir / r["per_sequence"]
+        if not path.exists():
+            return None
+        with np.load(path) as z:
+            curves.append(z["per_sequence"].astype(np.float64))
+            steps = z["eval_steps"]
+    return curves, steps
+
+
+def onset_from_run(run_dir: str | Path, window: int = 3, n_boot: int | None = None, seed: int = 0,
+                   reference: str = "first") -> dict[str, Any]:
+    """The `plasticlm onset RUN_DIR` document: onset in task instances and tokens, CI, smoothed curve.
+
+    ``reference`` "first" scores against the run's first probe (the paper's figures), "scratch"
+    against the scratch baseline (the paper's appendix).
+    """
+    run_dir = Path(run_dir)
+    rows = load_probes(run_dir)
+    if not rows:
+        raise PlasticError(
+            f"{run_dir}: no probes yet (probes.jsonl is missing or empty): run `plasticlm probe {run_dir}`"
+        )
+    x = np.array([r["task_index"] for r in rows], dtype=np.float64)
+    if reference == "scratch":
+        if rows[0].get("scratch_auc") is None:
+            raise PlasticError(f"{run_dir}: probes have no scratch baseline (probe.scratch_baseline = false)")
+        y = np.array([r["dauc_scratch"] for r in rows])
+    else:
+        y = np.array([r["dauc"] for r in rows])
+    result = find_onset(x, y, window)
+    if n_boot is None:
+        cfg_path = run_dir / "config.toml"
+        from plasticlm.config import load_config
+
+        n_boot = load_config(cfg_path).probe.bootstrap if cfg_path.exists() else 1000
+    ci = None
+    loaded = _curves(run_dir, rows)
+    if loaded is not None and n_boot > 0 and len(rows) >= window + 2:
+        curves, steps = loaded
+        ref: int | np.ndarray = 0
+        if reference == "scratch":
+            scratch = _scratch_curve(run_dir)
+            ref = scratch if scratch is not None else 0
+        ci = onset_ci_from_curves(curves, steps, x, reference=ref, window=window, n_boot=n_boot, seed=seed)
+    doc = onset_document(result, str(run_dir), ci=ci)
+    at = {r["task_index"]: r for r in rows}
+    doc["onset_tokens"] = at[doc["onset_task_index"]]["tokens_seen"] if doc["onset_task_index"] is not None else None
+    net = doc["net_degradation_task_index"]
+    doc["net_degradation_tokens"] = at[net]["tokens_seen"] if net is not None else None
+    doc["reference"] = reference
+    doc["ci_fraction_null"] = None if ci is None else ci.fraction_null
+    doc["scores"] = [{"task_index": r["task_index"], "tokens_seen": r["tokens_seen"], "auc": r["auc"],
+                      "dauc": r["dauc"], "dauc_scratch": r.get("dauc_scratch")} for r in rows]
+    return doc
+
+
+def _scratch_curve(run_dir: Path) -> np.ndarray | None:
+    """Per-sequence losses of the scratch baseline recorded in run.json (from the cache), if present."""
+    info_path = run_dir / "run.json"
+    if not info_path.exists():
+        return None
+    scratch = read_json(info_path).get("scratch")
+    if not scratch:
+        return None
+    from plasticlm.probe import plasticlm_home
+
+    path = plasticlm_home() / "scratch" / scratch["npz"]
+    if not path.exists():
+        return None
+    with np.load(path) as z:
+        return z["per_sequence"].astype(np.float64)

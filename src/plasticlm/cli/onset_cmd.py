@@ -1,0 +1,75 @@
+"""`plasticlm onset --scores FILE.csv`: the onset of plasticity loss on a probe-score curve."""
+
+from __future__ import annotations
+
+from plasticlm.cli._common import add_json, print_json, print_table
+from plasticlm.errors import PlasticError
+from plasticlm.onset import Onset, find_onset, onset_document, read_scores_csv
+
+
+def _print_human(doc: dict, result: Onset) -> None:
+    smoothed = {s["task_index"]: s["score"] for s in doc["smoothed"]}
+    rows = []
+    for xi, yi in zip(result.task_index.tolist(), result.score.tolist()):
+        key = int(xi) if float(xi).is_integer() else xi
+        marks = [name for name, at in (("onset", doc["onset_task_index"]),
+                                       ("net degradation", doc["net_degradation_task_index"])) if at == key]
+        rows.append({"task_index": key, "score": f"{yi:.4g}",
+                     "smoothed": f"{smoothed[key]:.4g}" if key in smoothed else "-",
+                     "": " ".join(f"<- {m}" for m in marks)})
+    print(f"{doc['source']}: {doc['n_points']} probe points, window {doc['window']} ({doc['method']})")
+    print_table(rows, ["task_index", "score", "smoothed", ""])
+    if doc["onset_task_index"] is None:
+        print(f"onset: none ({doc['reason']})")
+    else:
+        print(f"onset: task_index {doc['onset_task_index']}")
+    net = doc["net_degradation_task_index"]
+    print(f"net degradation (smoothed score > 0 after the minimum): {'none' if net is None else f'task_index {net}'}")
+
+
+def run(args) -> int:
+    if (args.run_dir is None) == (args.scores is None):
+        raise PlasticError("give either a RUN_DIR or --scores FILE.csv (not both)")
+    if args.run_dir is not None:
+        from plasticlm.analysis import onset_from_run
+
+        doc = onset_from_run(args.run_dir, window=args.window, n_boot=args.bootstrap, seed=args.seed,
+                             reference=args.reference)
+        x = [s["task_index"] for s in doc["scores"]]
+        y = [s["dauc" if args.reference == "first" else "dauc_scratch"] for s in doc["scores"]]
+        result = find_onset(x, y, args.window)
+    else:
+        x, y = read_scores_csv(args.scores)
+        result = find_onset(x, y, args.window)
+        doc = onset_document(result, args.scores)
+    if args.json:
+        print_json(doc)
+    else:
+        _print_human(doc, result)
+        if doc.get("ci95"):
+            print(f"95% bootstrap CI of the onset (resampled validation sequences): {doc['ci95']}")
+        if doc.get("onset_tokens") is not None:
+            print(f"onset at {doc['onset_tokens']:,} training tokens")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "onset", help="locate the onset of plasticity loss on a probe-score curve",
+        description="Onset = the task index of the interior minimum of the centred window-w moving "
+        "average of the probe score (arXiv:2606.24752). The first and last (w-1)/2 points are never "
+        "the onset; a minimum at the first or last smoothed point gives no onset, with a reason. "
+        "Also reports the net-degradation point: the first point after the minimum whose smoothed "
+        "score is > 0.",
+    )
+    p.add_argument("run_dir", nargs="?", help="a run directory with probes.jsonl (scores = dAUC)")
+    p.add_argument("--scores", metavar="FILE.csv",
+                   help="CSV with a header and columns task_index,score (other columns ignored)")
+    p.add_argument("--reference", choices=["first", "scratch"], default="first",
+                   help="RUN_DIR: score against the first probe (paper) or the scratch baseline (appendix)")
+    p.add_argument("--bootstrap", type=int, default=None,
+                   help="RUN_DIR: bootstrap draws for the CI (default: probe.bootstrap of the run; 0 = none)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--window", type=int, default=3, help="odd moving-average window (default 3, as in the paper)")
+    add_json(p)
+    p.set_defaults(func=run)

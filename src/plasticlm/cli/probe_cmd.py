@@ -1,0 +1,40 @@
+"""`plasticlm probe RUN_DIR`: post-hoc plasticity probes of a run's saved checkpoints."""
+
+from __future__ import annotations
+
+from plasticlm.cli._common import add_json, print_json, print_table
+
+
+def run(args) -> int:
+    from plasticlm.probe import probe_run_dir
+
+    rows = probe_run_dir(args.run_dir, workers=args.workers, checkpoint=args.checkpoint,
+                         progress=not (args.quiet or args.json))
+    if args.json:
+        print_json({"run_dir": args.run_dir, "probed": [{k: v for k, v in r.items() if k != "curve"} for r in rows]})
+        return 0
+    if not rows:
+        print(f"{args.run_dir}: nothing to probe (every probe point already has a row in probes.jsonl)")
+        return 0
+    print_table([{"checkpoint": r["checkpoint"], "task_index": r["task_index"], "tokens_seen": r["tokens_seen"],
+                  "auc": f"{r['auc']:.4f}", "final_loss": f"{r['final_loss']:.4f}",
+                  "dauc_scratch": "-" if r["dauc_scratch"] is None else f"{r['dauc_scratch']:+.2f}",
+                  "seconds": r["seconds"]} for r in rows],
+                ["checkpoint", "task_index", "tokens_seen", "auc", "final_loss", "dauc_scratch", "seconds"])
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "probe", help="probe a run's saved checkpoints (post hoc, in parallel), skipping probed ones",
+        description="Trains a copy of each checkpoint at the run's probe points on the probe language "
+        "(arXiv:2606.24752 'Probe') and appends one row per probe to RUN_DIR/probes.jsonl. Checkpoints "
+        "that already have a row are skipped, so re-running probes nothing; --checkpoint probes one "
+        "(for cluster array jobs).",
+    )
+    p.add_argument("run_dir", help="a run directory written by `plasticlm train`")
+    p.add_argument("--workers", type=int, default=1, help="parallel worker processes (torch threads are divided)")
+    p.add_argument("--checkpoint", help="probe only this checkpoint (name like task-000007, or its 0-based task index)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_json(p)
+    p.set_defaults(func=run)

@@ -1,0 +1,52 @@
+"""Validation on fixed held-out sequences: loss (nats/token) and bits per byte.
+
+Cross-language losses are compared in bits per byte, since the tokenizer compresses languages
+differently (nanochat): bpb = loss / ln 2 / (bytes per token of that language).
+"""
+
+from __future__ import annotations
+
+import math
+from contextlib import nullcontext
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def fixed_windows(tokens: np.ndarray, n: int, seq_len: int) -> np.ndarray:
+    """``n`` windows of ``seq_len + 1`` tokens at evenly spaced, fixed offsets (same every call)."""
+    last = len(tokens) - (seq_len + 1)
+    if last < 0:
+        raise ValueError(f"{len(tokens)} tokens are fewer than one sequence of {seq_len + 1}")
+    starts = np.linspace(0, last, num=n).astype(np.int64) if n > 1 else np.zeros(1, np.int64)
+    return np.stack([np.asarray(tokens[s : s + seq_len + 1]) for s in starts]).astype(np.int64)
+
+
+def autocast_context(device: torch.device, dtype: str):
+    if dtype == "bfloat16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()
+
+
+@torch.no_grad()
+def sequence_losses(model: torch.nn.Module, windows: np.ndarray, batch_size: int, device: torch.device,
+                    dtype: str = "float32") -> np.ndarray:
+    """Mean next-token loss (nats) of each window, shape (n,). Runs in eval mode, restores the mode."""
+    was_training = model.training
+    model.eval()
+    out = []
+    try:
+        for i in range(0, len(windows), batch_size):
+            w = torch.from_numpy(windows[i : i + batch_size]).to(device)
+            with autocast_context(device, dtype):
+                logits = model(w[:, :-1])
+            loss = F.cross_entropy(logits.float().transpose(1, 2), w[:, 1:], reduction="none")
+            out.append(loss.mean(dim=1).double().cpu().numpy())
+    finally:
+        model.train(was_training)
+    return np.concatenate(out)
+
+
+def bits_per_byte(loss_nats: float, bytes_per_token: float) -> float:
+    return loss_nats / math.log(2) / bytes_per_token

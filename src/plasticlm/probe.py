@@ -1,0 +1,400 @@
+"""Plasticity probes (arXiv:2606.24752, "Probe"): how fast a copy of the model learns a new language.
+
+At a probe point a *copy* of the model is trained on the held-out probe language (default vi)
+with a fresh optimizer and the training recipe (same peak LR, warm-up fraction, batch), for
+``probe.steps`` steps. Validation loss on fixed held-out sequences of the probe language is
+measured at probe step 0, every ``probe.eval_every`` steps and at the last step. The copy is then
+discarded; the run continues from the un-probed weights (probing runs under a forked RNG, so the
+training trajectory is bit-identical with probes on or off).
+
+Every probe of a run uses the same probe training tokens (the probe language's training split
+from its start) and the same validation sequences, so probe points are comparable. For the
+permuted stream, the probe task is the base language under a held-out permutation.
+
+Score: AUC = mean validation loss over the probe (``onset.auc``: trapezoidal area under loss vs
+probe step divided by the probe length). The scratch baseline is the same probe from a fresh
+initialisation of the same size and seed; it is computed once and cached under
+``$PLASTICLM_HOME/scratch``.
+
+Files: ``RUN_DIR/probes.jsonl`` (one row per probe) and ``RUN_DIR/probes/<checkpoint>.npz``
+(per-sequence losses, shape (n_eval, n_sequences), for the bootstrap CI of the onset). In
+probes.jsonl ``task_index`` counts the task instances trained before the probe (the paper's unit
+for the onset), so the probe after the first task has task_index 1.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from plasticlm.callbacks import Callback
+from plasticlm.config import Config, StreamConfig, to_dict
+from plasticlm.data.stream import LanguageStream, Task
+from plasticlm.evaluate import fixed_windows, sequence_losses
+from plasticlm.model import GPT, GPTConfig
+from plasticlm.onset import auc as probe_auc
+from plasticlm.onset import dauc
+from plasticlm.optim import LRSchedule, build_optimizer, set_lr
+from plasticlm.runlog import JsonlLog, atomic_write_bytes, atomic_write_json, read_json
+
+if TYPE_CHECKING:  # pragma: no cover
+    from plasticlm.train import Trainer
+
+
+# ---------------------------------------------------------------------------- schedule
+
+
+def probe_task_indices(cfg: Config, num_tasks: int, tasks_per_cycle: int, tokens_per_task: int) -> list[int]:
+    """0-based indices of the tasks after which a probe runs (one rule for runs and `plasticlm plan`).
+
+    ``probe.every_tokens > 0`` (stationary runs) replaces the task schedule: a probe after each task
+    during which the token count reached a multiple of ``every_tokens`` (probes happen at task
+    boundaries, where checkpoints are). Otherwise (arXiv:2606.24752, "Probe"): at every cycle end
+    (``probe.at_cycle_end``) and after every task of a language in ``probe.after_languages`` (paper:
+    zh, de, ru; ru ends the cycle and counts once). A stationary run, whose "tasks" are equal token
+    segments, is probed at the same token counts as its continual twin (the same task positions); a
+    permuted run only at cycle ends. Listed languages that are not trained are ignored.
+    """
+    p = cfg.probe
+    if p.every_tokens > 0:
+        return [k for k in range(num_tasks)
+                if ((k + 1) * tokens_per_task) // p.every_tokens > (k * tokens_per_task) // p.every_tokens]
+    slots = set()
+    if cfg.stream.kind != "permuted":
+        slots = {i for i, lang in enumerate(cfg.stream.languages[:tasks_per_cycle]) if lang in p.after_languages}
+    if p.at_cycle_end:
+        slots.add(tasks_per_cycle - 1)
+    return [k for k in range(num_tasks) if k % tasks_per_cycle in slots]
+
+
+def probe_eval_steps(probe_cfg) -> list[int]:
+    """Probe steps at which validation loss is measured: 0, every ``eval_every``, and the last step."""
+    return sorted(set(range(0, probe_cfg.steps + 1, probe_cfg.eval_every)) | {probe_cfg.steps})
+
+
+# ---------------------------------------------------------------------------- the probe
+
+
+@dataclass
+class ProbeSetup:
+    """What all probes of a run share: recipe, probe training tokens, fixed validation windows."""
+
+    cfg: Config
+    gpt_config: GPTConfig
+    lr: float
+    lang: str
+    train_tokens: np.ndarray
+    val_windows: np.ndarray  # (n_seq, T + 1), already permuted for the permuted stream
+    permutation: np.ndarray | None
+    device: torch.device
+
+    @classmethod
+    def build(cls, cfg: Config, data: Any, gpt_config: GPTConfig, lr: float, device: torch.device,
+              permutation: np.ndarray | None = None) -> ProbeSetup:
+        lang = cfg.stream.permuted_base if permutation is not None else cfg.probe.language
+        if lang not in data.train or lang not in data.val:
+            from plasticlm.errors import DataError
+
+            raise DataError(f"no tokens for the probe language {lang!r}: build the corpus with it")
+        windows = fixed_windows(data.val[lang], cfg.probe.sequences, cfg.model.seq_len)
+        if permutation is not None:
+            windows = permutation[windows]
+        return cls(cfg, gpt_config, lr, lang, data.train[lang], windows, permutation, device)
+
+    @property
+    def eval_steps(self) -> list[int]:
+        return probe_eval_steps(self.cfg.probe)
+
+    @property
+    def tokens(self) -> int:
+        return self.cfg.probe.steps * self.cfg.train.batch_size * self.cfg.model.seq_len
+
+    def key(self, seed: int) -> str:
+        """Content hash of everything that determines a scratch probe (size, recipe, data, seed)."""
+        h = hashlib.sha256()
+        c = self.cfg
+        spec = {"gpt": self.gpt_config.__dict__, "probe": to_dict(c.probe), "optim": to_dict(c.optim),
+                "batch": [c.train.batch_size, c.train.micro_batch_size, c.train.dtype], "lr": self.lr,
+                "seed": seed, "device": self.device.type, "lang": self.lang}
+        for k in ("bootstrap", "in_run", "at_cycle_end", "after_languages", "every_tokens", "scratch_baseline"):
+            spec["probe"].pop(k, None)  # scheduling does not change a probe's result
+        h.update(json.dumps(spec, sort_keys=True, default=str).encode())
+        h.update(self.val_windows.tobytes())
+        h.update(np.asarray(self.train_tokens[: self.tokens + 1]).tobytes())
+        if self.permutation is not None:
+            h.update(self.permutation.tobytes())
+        return h.hexdigest()[:20]
+
+
+@dataclass
+class ProbeResult:
+    auc: float
+    final_loss: float
+    eval_steps: list[int]
+    curve: list[float]  # mean validation loss at each eval step
+    per_sequence: np.ndarray  # (n_eval, n_seq)
+    seconds: float
+    tokens: int
+
+    def npz_bytes(self) -> bytes:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, per_sequence=self.per_sequence.astype(np.float32),
+                            eval_steps=np.asarray(self.eval_steps))
+        return buf.getvalue()
+
+
+def run_probe(model: torch.nn.Module, setup: ProbeSetup) -> ProbeResult:
+    """Train a copy of ``model`` on the probe language; the model and all RNG states are untouched."""
+    from plasticlm.train import clip_and_step, forward_backward
+
+    cfg = setup.cfg
+    t0 = time.perf_counter()
+    devices = [setup.device.index or 0] if setup.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        probe_model = copy.deepcopy(model)
+        probe_model.train()
+        optimizer = build_optimizer(probe_model, cfg.optim, setup.lr)
+        steps, B, T = cfg.probe.steps, cfg.train.batch_size, cfg.model.seq_len
+        stream = LanguageStream(
+            StreamConfig(kind="continual", languages=[setup.lang], tokens_per_task=steps * B * T, cycles=1),
+            {setup.lang: setup.train_tokens}, T, B, setup.gpt_config.vocab_size,
+        )
+        schedule = LRSchedule(cfg.optim, setup.lr, steps, steps)
+        eval_at = set(setup.eval_steps)
+        per_seq = []
+        for step in range(steps + 1):
+            if step in eval_at:
+                per_seq.append(sequence_losses(probe_model, setup.val_windows, cfg.eval.batch_size, setup.device,
+                                               cfg.train.dtype))
+            if step == steps:
+                break
+            set_lr(optimizer, schedule(step))
+            x, y = stream.next_batch()
+            if setup.permutation is not None:
+                x, y = setup.permutation[x], setup.permutation[y]
+            loss = forward_backward(probe_model, x, y, cfg.train.micro_batch_size, setup.device, cfg.train.dtype)
+            clip_and_step(probe_model, optimizer, loss, cfg.optim.grad_clip, step)
+        del probe_model, optimizer
+    losses = np.stack(per_seq)  # (n_eval, n_seq)
+    curve = losses.mean(axis=1)
+    return ProbeResult(
+        auc=float(probe_auc(setup.eval_steps, curve)), final_loss=float(curve[-1]), eval_steps=setup.eval_steps,
+        curve=curve.tolist(), per_sequence=losses, seconds=time.perf_counter() - t0, tokens=setup.tokens,
+    )
+
+
+# ---------------------------------------------------------------------------- scratch baseline
+
+
+def plasticlm_home() -> Path:
+    return Path(os.environ.get("PLASTICLM_HOME") or Path.home() / ".cache" / "plasticlm")
+
+
+def scratch_baseline(setup: ProbeSetup, seed: int, cache_dir: Path | None = None) -> dict[str, Any]:
+    """The probe from a fresh initialisation of the same size and seed (cached by content)."""
+    cache_dir = Path(cache_dir or plasticlm_home() / "scratch")
+    key = setup.key(seed)
+    path = cache_dir / f"{key}.json"
+    if path.exists():
+        return read_json(path)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)  # the same initialisation as the training run of this seed
+        model = GPT(setup.gpt_config).to(setup.device)
+    result = run_probe(model, setup)
+    atomic_write_bytes(cache_dir / f"{key}.npz", result.npz_bytes())
+    doc = {"key": key, "seed": seed, "auc": result.auc, "final_loss": result.final_loss,
+           "eval_steps": result.eval_steps, "curve": result.curve, "seconds": result.seconds,
+           "npz": f"{key}.npz"}
+    atomic_write_json(path, doc)
+    return doc
+
+
+# ---------------------------------------------------------------------------- rows and the callback
+
+
+def probe_row(name: str, task: Task, tokens_seen: int, result: ProbeResult, scratch: dict | None) -> dict[str, Any]:
+    scratch_auc = scratch["auc"] if scratch else None
+    return {
+        "checkpoint": name,
+        "task_index": task.index + 1,  # task instances trained before the probe
+        "cycle": task.cycle,
+        "lang": task.lang,
+        "tokens_seen": tokens_seen,
+        "auc": result.auc,
+        "final_loss": result.final_loss,
+        "curve": [[s, v] for s, v in zip(result.eval_steps, result.curve)],
+        "scratch_auc": scratch_auc,
+        "dauc_scratch": dauc(result.auc, scratch_auc) if scratch_auc else None,
+        "probe_tokens": result.tokens,
+        "seconds": round(result.seconds, 3),
+        "per_sequence": f"probes/{name}.npz",
+    }
+
+
+class ProbeCallback(Callback):
+    """Probes at the scheduled task boundaries (in-run), and keeps those checkpoints for post-hoc probes."""
+
+    name = "probe"
+
+    def __init__(self, loop: Trainer):
+        from plasticlm.checkpoint import checkpoint_name
+
+        cfg = loop.cfg
+        s = loop.stream
+        self.points = set(probe_task_indices(cfg, s.num_tasks, s.tasks_per_cycle, s.tokens_per_task))
+        self.names = {checkpoint_name(k) for k in self.points}
+        self.in_run = cfg.probe.in_run
+        self.log = JsonlLog(loop.run_dir / "probes.jsonl", enabled=loop.metrics.enabled)
+        loop.logs["probes"] = self.log
+        perm = s.probe_permutation() if s.kind == "permuted" else None
+        self.setup = ProbeSetup.build(cfg, loop.data, loop.gpt_config, loop.peak_lr, loop.device, perm)
+        self.scratch: dict | None = None
+
+    def on_fit_start(self, loop: Trainer) -> None:
+        if self.in_run and loop.cfg.probe.scratch_baseline and self.points:
+            self.scratch = scratch_baseline(self.setup, loop.cfg.train.seed)
+            from plasticlm.train import update_run_json
+
+            if loop.metrics.enabled:
+                update_run_json(loop.run_dir, scratch=self.scratch)
+
+    def on_task_end(self, loop: Trainer, task: Task) -> None:
+        if not (self.in_run and task.index in self.points):
+            return
+        from plasticlm.checkpoint import checkpoint_name
+
+        name = checkpoint_name(task.index)
+        result = run_probe(loop.model, self.setup)
+        if self.log.enabled:
+            atomic_write_bytes(loop.run_dir / "probes" / f"{name}.npz", result.npz_bytes())
+            row = probe_row(name, task, loop.tokens, result, self.scratch)
+            self.log.append(row)
+            loop.log({"probe/auc": result.auc, "probe/final_loss": result.final_loss,
+                      "probe/seconds": result.seconds})
+
+    def wants_checkpoint(self, task: Task) -> bool:
+        return task.index in self.points
+
+    def pinned_checkpoints(self) -> set[str]:
+        return set(self.names)
+
+
+# ---------------------------------------------------------------------------- post-hoc probing
+
+
+def _checkpoint_task(meta: dict[str, Any]) -> Task:
+    return Task(meta["task_index"], meta["cycle"], -1, meta["lang"], True, False)
+
+
+def probe_checkpoint(run_dir: str | Path, name: str, data: Any = None, threads: int = 0) -> dict[str, Any]:
+    """Probe one saved checkpoint of a run; write its npz and return its probes.jsonl row."""
+    from plasticlm.checkpoint import checkpoints_dir, load_checkpoint
+    from plasticlm.config import load_config
+    from plasticlm.model import build_gpt_config, configure_cpu, non_embedding_params
+    from plasticlm.optim import peak_lr
+    from plasticlm.train import load_data, resolve_device
+
+    run_dir = Path(run_dir)
+    configure_cpu(threads)
+    cfg = load_config(run_dir / "config.toml")
+    data = data if data is not None else load_data(cfg, progress=False)
+    gpt_config = build_gpt_config(cfg.model, data.vocab_size)
+    device = resolve_device(cfg.train.device)
+    model = GPT(gpt_config).to(device)
+    meta = load_checkpoint(checkpoints_dir(run_dir) / name, model, restore_rng=False)
+    perm = None
+    if cfg.stream.kind == "permuted":
+        perm = LanguageStream(cfg.stream, data.train, cfg.model.seq_len, cfg.train.batch_size,
+                              gpt_config.vocab_size).probe_permutation()
+    setup = ProbeSetup.build(cfg, data, gpt_config, peak_lr(cfg.optim, non_embedding_params(gpt_config)), device, perm)
+    scratch = scratch_baseline(setup, cfg.train.seed) if cfg.probe.scratch_baseline else None
+    result = run_probe(model, setup)
+    atomic_write_bytes(run_dir / "probes" / f"{name}.npz", result.npz_bytes())
+    return probe_row(name, _checkpoint_task(meta), meta["tokens"], result, scratch)
+
+
+def _worker(args: tuple[str, str, int]) -> dict[str, Any]:
+    run_dir, name, threads = args
+    return probe_checkpoint(run_dir, name, threads=threads)
+
+
+def pending_checkpoints(run_dir: str | Path, checkpoint: str | None = None) -> list[str]:
+    """Checkpoints at the run's probe points (or the one named) that have no probe row yet."""
+    from plasticlm.checkpoint import list_checkpoints
+    from plasticlm.config import load_config
+    from plasticlm.errors import PlasticError
+    from plasticlm.runlog import read_jsonl
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.toml").exists():
+        raise PlasticError(f"{run_dir} is not a run directory (no config.toml)")
+    saved = {p.name: read_json(p / "meta.json") for p in list_checkpoints(run_dir)}
+    if checkpoint is not None:
+        name = f"task-{int(checkpoint):06d}" if checkpoint.isdigit() else checkpoint
+        if name not in saved:
+            known = ", ".join(sorted(saved)) or "none"
+            raise PlasticError(f"{run_dir}: no checkpoint {checkpoint!r} (give a name or a 0-based task index); "
+                               f"saved: {known}")
+        wanted = [name]
+    elif saved:
+        cfg = load_config(run_dir / "config.toml")
+        n_lang = len(cfg.stream.languages)
+        any_meta = next(iter(saved.values()))
+        tokens_per_task = any_meta["tokens"] // (any_meta["task_index"] + 1)
+        points = probe_task_indices(cfg, n_lang * cfg.stream.cycles, n_lang, tokens_per_task)
+        wanted = [n for n, m in saved.items() if m["task_index"] in points]
+    else:
+        wanted = []
+    done = {r["checkpoint"] for r in read_jsonl(run_dir / "probes.jsonl")}
+    return [n for n in sorted(wanted) if n not in done]
+
+
+def probe_run_dir(run_dir: str | Path, workers: int = 1, checkpoint: str | None = None, data: Any = None,
+                  progress: bool = True) -> list[dict[str, Any]]:
+    """Probe a run's saved checkpoints post hoc, in parallel worker processes; skip those already probed.
+
+    Torch threads are divided between workers (at least 1 each). Rows are appended to probes.jsonl
+    as probes finish (under a file lock, so array jobs probing one checkpoint each can share a run).
+    """
+    todo = pending_checkpoints(run_dir, checkpoint)
+    log = JsonlLog(Path(run_dir) / "probes.jsonl")
+    if not todo:
+        return []
+    rows = []
+    bar = None
+    if progress:
+        import sys
+
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), unit="probe", file=sys.stderr, desc=f"probing {Path(run_dir).name}")
+    if workers <= 1 or len(todo) == 1:
+        for name in todo:
+            row = probe_checkpoint(run_dir, name, data=data)
+            log.append(row)
+            rows.append(row)
+            if bar:
+                bar.update(1)
+    else:
+        import multiprocessing as mp
+
+        threads = max(1, (os.cpu_count() or 1) // workers)
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for row in pool.imap_unordered(_worker, [(str(run_dir), n, threads) for n in todo]):
+                log.append(row)
+                rows.append(row)
+                if bar:
+                    bar.update(1)
+    if bar:
+        bar.close()
+    return sorted(rows, key=lambda r: r["task_index"])

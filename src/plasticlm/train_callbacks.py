@@ -1,0 +1,181 @@
+"""The callbacks every training run has: task-boundary reset, evaluation, train metrics, progress.
+
+Optional ones (TensorBoard) are added by ``default_callbacks`` from the config.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from plasticlm.callbacks import Callback
+from plasticlm.evaluate import bits_per_byte, fixed_windows, sequence_losses
+from plasticlm.optim import reset_optimizer_state
+
+if TYPE_CHECKING:  # pragma: no cover
+    from plasticlm.data.stream import Task
+    from plasticlm.train import Trainer
+
+
+class TaskBoundaryReset(Callback):
+    """Reset the optimizer state at every task switch (arXiv:2606.24752: "at every task boundary the
+    optimizer state is reset and the LR warm-up restarts", so that degradation is in the weights, not
+    in stale Adam moments). The warm-up restart is part of ``LRSchedule``. Stationary segments are
+    not switches and are not reset."""
+
+    name = "task_boundary_reset"
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+
+    def on_task_start(self, loop: Trainer, task: Task) -> None:
+        if self.enabled and task.switch:
+            reset_optimizer_state(loop.optimizer)
+
+
+class Evaluator(Callback):
+    """Validation loss and bits per byte on every training language and the probe language.
+
+    Runs at fit start (step 0) and after every ``eval.every_tasks`` tasks, on ``eval.sequences``
+    fixed windows per language, and writes ``val/<lang>/loss`` and ``val/<lang>/bpb``.
+    """
+
+    name = "evaluator"
+
+    def __init__(self, loop: Trainer):
+        cfg = loop.cfg
+        self.every = cfg.eval.every_tasks
+        langs = list(dict.fromkeys(loop.stream.sources + [cfg.probe.language]))
+        self.windows = {
+            lang: fixed_windows(loop.data.val[lang], cfg.eval.sequences, cfg.model.seq_len)
+            for lang in langs
+            if lang in loop.data.val
+        }
+
+    def evaluate(self, loop: Trainer) -> dict[str, float]:
+        results: dict[str, float] = {}
+        perm = loop.stream.permutation(loop.stream.task_index) if loop.stream.kind == "permuted" else None
+        for lang, windows in self.windows.items():
+            w = perm[windows] if perm is not None and lang in loop.stream.sources else windows
+            loss = float(np.mean(sequence_losses(loop.model, w, loop.cfg.eval.batch_size, loop.device,
+                                                 loop.cfg.train.dtype)))
+            results[f"val/{lang}/loss"] = loss
+            results[f"val/{lang}/bpb"] = bits_per_byte(loss, loop.data.bytes_per_token[lang])
+        return results
+
+    def _run(self, loop: Trainer) -> None:
+        results = self.evaluate(loop)
+        loop.log(results)
+        loop.callbacks.fire("on_evaluate", loop, results)
+
+    def on_fit_start(self, loop: Trainer) -> None:
+        if self.every > 0 and loop.stream.step == 0:
+            self._run(loop)
+
+    def on_task_end(self, loop: Trainer, task: Task) -> None:
+        if self.every > 0 and ((task.index + 1) % self.every == 0 or loop.stream.done):
+            self._run(loop)
+
+
+class TrainMetrics(Callback):
+    """``train/loss`` (mean over the logging window), ``train/lr``, ``train/grad_norm``,
+    ``train/tokens``, ``train/tokens_per_s`` every ``train.log_every`` steps and at every task end
+    (so no partial window is carried across a checkpoint)."""
+
+    name = "train_metrics"
+
+    def __init__(self, every: int):
+        self.every = max(1, every)
+        self._reset()
+
+    def _reset(self) -> None:
+        self.losses: list[float] = []
+        self.t0 = time.perf_counter()
+
+    def on_task_start(self, loop: Trainer, task: Task) -> None:
+        self._reset()
+
+    def _flush(self, loop: Trainer) -> None:
+        if not self.losses:
+            return
+        dt = max(time.perf_counter() - self.t0, 1e-9)
+        loop.log({
+            "train/loss": float(np.mean(self.losses)),
+            "train/lr": loop.lr,
+            "train/grad_norm": loop.grad_norm,
+            "train/tokens_per_s": len(self.losses) * loop.tokens_per_step / dt,
+        })
+        self._reset()
+
+    def on_step_end(self, loop: Trainer, loss: float) -> None:
+        self.losses.append(loss)
+        if len(self.losses) >= self.every:
+            self._flush(loop)
+
+    def on_task_end(self, loop: Trainer, task: Task) -> None:
+        self._flush(loop)
+
+
+class ProgressBar(Callback):
+    """A tqdm bar on stderr: task, cycle, language, tokens, tokens/s and loss."""
+
+    name = "progress"
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.bar = None
+        self.loss = float("nan")
+
+    def on_fit_start(self, loop: Trainer) -> None:
+        if not self.enabled:
+            return
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=loop.stream.total_steps, initial=loop.stream.step, unit="step", file=sys.stderr,
+                        dynamic_ncols=True, desc=loop.run_dir.name)
+        self.t0, self.s0 = time.perf_counter(), loop.stream.step
+
+    def on_step_end(self, loop: Trainer, loss: float) -> None:
+        if self.bar is None:
+            return
+        self.loss = loss if self.loss != self.loss else 0.9 * self.loss + 0.1 * loss
+        self.bar.update(1)
+        if loop.stream.step % 5 == 0 or loop.stream.done:
+            task = loop.stream.task(min(loop.stream.task_index, loop.stream.num_tasks - 1))
+            tok_s = (loop.stream.step - self.s0) * loop.tokens_per_step / max(time.perf_counter() - self.t0, 1e-9)
+            self.bar.set_postfix_str(
+                f"task {task.index + 1}/{loop.stream.num_tasks} cycle {task.cycle + 1} {task.lang} "
+                f"tok {loop.tokens / 1e6:.2f}M {tok_s / 1e3:.1f}k tok/s loss {self.loss:.3f}", refresh=False)
+
+    def on_fit_end(self, loop: Trainer) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class TensorBoard(Callback):
+    """Mirror every metrics row to TensorBoard (``train.tensorboard = true``; needs the extra)."""
+
+    name = "tensorboard"
+
+    def __init__(self, log_dir):
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError as e:  # pragma: no cover - depends on the optional extra
+            from plasticlm.errors import PlasticError
+
+            raise PlasticError(
+                "train.tensorboard = true needs TensorBoard: pip install 'plasticlm[tensorboard]'"
+            ) from e
+        self.writer = SummaryWriter(str(log_dir))
+
+    def on_log(self, loop: Trainer, row: dict[str, Any]) -> None:
+        for k, v in row.items():
+            if "/" in k and isinstance(v, int | float):
+                self.writer.add_scalar(k, v, global_step=row["step"])
+
+    def on_fit_end(self, loop: Trainer) -> None:
+        self.writer.flush()

@@ -1,0 +1,102 @@
+import json
+
+import numpy as np
+import pytest
+
+from plasticlm.analysis import onset_from_run
+from plasticlm.checkpoint import latest_checkpoint, list_checkpoints, weights_hash
+from plasticlm.cli import main
+from plasticlm.config import load_config
+from plasticlm.experiment import train_run
+from plasticlm.probe import ProbeSetup, probe_run_dir, probe_task_indices, run_probe, scratch_baseline
+from plasticlm.runlog import read_json, read_jsonl
+from plasticlm.train import Trainer, train
+from tests.fakes import fake_data, tiny_config
+
+PROBE = ("probe.steps=6", "probe.eval_every=2", "probe.sequences=4")
+
+
+def _final_hash(cfg, run_dir, data):
+    t = Trainer(cfg, run_dir, data, quiet=True)
+    t.restore(latest_checkpoint(run_dir))
+    return weights_hash(t.model)
+
+
+def test_paper_schedule_cycle_ends_and_after_zh_de_ru():
+    cfg = load_config(None)  # paper language order, probes after zh, de, ru and at cycle ends
+    assert probe_task_indices(cfg, 24, 8, 1000) == [1, 5, 7, 9, 13, 15, 17, 21, 23]
+    cfg = load_config(None, ["stream.kind=stationary", "probe.at_cycle_end=false", "probe.after_languages=[]",
+                             "probe.every_tokens=2500"])
+    assert probe_task_indices(cfg, 8, 8, 1000) == [2, 4, 7]
+
+
+def test_training_weights_bit_identical_with_probes_on_and_off(tmp_path, home):
+    data = fake_data()
+    cfg = tiny_config(*PROBE)
+    train_run(cfg, tmp_path / "on", data=data, quiet=True)
+    train(cfg, tmp_path / "off", data=data, quiet=True)  # no probe callback at all
+    rows = read_jsonl(tmp_path / "on" / "probes.jsonl")
+    assert [r["task_index"] for r in rows] == [3, 6]  # after each cycle (3 languages)
+    assert not (tmp_path / "off" / "probes.jsonl").exists()
+    assert _final_hash(cfg, tmp_path / "on", data) == _final_hash(cfg, tmp_path / "off", data)
+    r = rows[0]
+    assert [s for s, _ in r["curve"]] == [0, 2, 4, 6]
+    assert r["auc"] > 0 and r["final_loss"] < r["curve"][0][1]  # the copy learns the probe language
+    assert r["scratch_auc"] > 0 and r["dauc_scratch"] == pytest.approx(100 * (r["auc"] / r["scratch_auc"] - 1))
+    with np.load(tmp_path / "on" / r["per_sequence"]) as z:
+        assert z["per_sequence"].shape == (4, 4)
+    assert read_json(tmp_path / "on" / "run.json")["scratch"]["auc"] == r["scratch_auc"]
+
+
+def test_probe_leaves_model_and_rng_untouched(tmp_path, home):
+    import torch
+
+    data = fake_data()
+    cfg = tiny_config(*PROBE)
+    t = Trainer(cfg, tmp_path / "r", data, quiet=True)
+    before = weights_hash(t.model)
+    rng = torch.get_rng_state()
+    setup = ProbeSetup.build(cfg, data, t.gpt_config, t.peak_lr, t.device)
+    a = run_probe(t.model, setup)
+    assert weights_hash(t.model) == before and torch.equal(torch.get_rng_state(), rng)
+    b = run_probe(t.model, setup)
+    assert a.auc == b.auc  # same probe tokens and validation sequences every time
+
+
+def test_scratch_baseline_is_cached(tmp_path, home, monkeypatch):
+    data = fake_data()
+    cfg = tiny_config(*PROBE)
+    t = Trainer(cfg, tmp_path / "r", data, quiet=True)
+    setup = ProbeSetup.build(cfg, data, t.gpt_config, t.peak_lr, t.device)
+    first = scratch_baseline(setup, seed=0)
+    import plasticlm.probe as probe_mod
+
+    monkeypatch.setattr(probe_mod, "run_probe", lambda *a, **k: pytest.fail("scratch baseline recomputed"))
+    assert scratch_baseline(setup, seed=0) == first
+
+
+def test_posthoc_probe_skips_probed_checkpoints_and_onset_answers(tmp_path, home, capsys):
+    data = fake_data()
+    cfg = tiny_config(*PROBE, "probe.in_run=false", "probe.every_tokens=320", "train.keep_last=1", "stream.cycles=3")
+    train_run(cfg, tmp_path / "run", data=data, quiet=True)
+    assert len(list_checkpoints(tmp_path / "run")) == 9  # every probe point is pinned
+    assert not (tmp_path / "run" / "probes.jsonl").exists()
+    rows = probe_run_dir(tmp_path / "run", data=data, progress=False)
+    assert [r["task_index"] for r in rows] == list(range(1, 10))
+    assert probe_run_dir(tmp_path / "run", data=data, progress=False) == []  # nothing the second time
+    one = probe_run_dir(tmp_path / "run", data=data, progress=False, checkpoint="task-000004")
+    assert one == []  # already probed
+    doc = onset_from_run(tmp_path / "run", n_boot=50)
+    assert set(doc) >= {"onset_task_index", "onset_tokens", "method", "window", "ci95", "smoothed"}
+    assert len(doc["smoothed"]) == 7 and doc["window"] == 3
+    assert main(["onset", str(tmp_path / "run"), "--json", "--bootstrap", "20"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["method"] == doc["method"] and len(out["scores"]) == 9
+    if out["onset_task_index"] is not None:
+        assert out["onset_tokens"] == out["onset_task_index"] * 320
+
+
+def test_probe_cli_errors(tmp_path, capsys):
+    assert main(["probe", str(tmp_path)]) == 2
+    assert "not a run directory" in capsys.readouterr().err
+    assert main(["onset", "--scores", "x.csv", str(tmp_path)]) == 2
