@@ -60,3 +60,22 @@ def test_interrupted_run_resumes_in_sweep(tmp_path, home):
     run_sweep(cfg, data=data, quiet=True)
     assert read_json(run_dir / "run.json")["status"] == "done"
     assert (run_dir / "metrics.jsonl").read_text().count("val/aa/bpb") == ref
+
+
+def test_sweep_of_two_micro_presets_on_the_synthetic_source(tmp_path, home):
+    from plasticlm.config import load_config
+
+    cfg = load_config(None, [
+        "data.source=synthetic", "data.synthetic_bytes=60000", "data.vocab_size=320", "model.seq_len=32",
+        "stream.languages=[en, fr, de]", "stream.tokens_per_task=2560", "stream.cycles=2", "train.batch_size=4",
+        "eval.sequences=4", "probe.after_languages=[]", "probe.every_tokens=2560", "probe.steps=4",
+        "probe.eval_every=2", "probe.sequences=4", "probe.bootstrap=20", "sweep.presets=[25K, 85K]",
+        f"sweep.out_dir={tmp_path / 'study'}"])
+    summary = run_sweep(cfg, quiet=True)
+    with open(tmp_path / "study" / "onsets.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["preset"] for r in rows] == ["25K", "85K"]
+    for name in ("25K-s0-continual", "85K-s0-continual"):
+        probes = read_json(tmp_path / "study" / "runs" / name / "run.json")
+        assert probes["status"] == "done"
+    assert len(summary["onsets"]) == 2
