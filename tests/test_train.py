@@ -73,6 +73,13 @@ def test_optimizer_reset_and_warmup_restart_at_each_task_start(tmp_path):
     assert rec.lrs[:5] == pytest.approx([5e-4, 1e-3, 1e-3, 1e-3, 1e-3])
 
 
+def test_stationary_run_warms_up_once(tmp_path):
+    rec = Recorder()
+    train(tiny_config("stream.kind=stationary", "optim.warmup_frac=0.4", "optim.lr=1e-3"), tmp_path / "r",
+          data=fake_data(), callbacks=[rec], quiet=True)
+    assert rec.lrs[:2] == pytest.approx([5e-4, 1e-3]) and rec.lrs[2:] == pytest.approx([1e-3] * 28)
+
+
 def test_no_reset_when_disabled_and_in_stationary_runs(tmp_path):
     for i, extra in enumerate([("optim.reset_at_task_start=false",), ("stream.kind=stationary",)]):
         rec = Recorder()

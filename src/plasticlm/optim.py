@@ -58,11 +58,13 @@ def reset_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
 class LRSchedule:
     """Linear warm-up (``warmup_frac`` of a task's steps), then constant (paper) or cosine.
 
-    With ``rewarm_at_task_start`` the schedule restarts at every task (the paper); otherwise it runs
-    once over the whole run (warm-up of the same length at the start only).
+    With ``restart_each_task`` (``optim.rewarm_at_task_start`` on a stream with task switches) the
+    schedule restarts at every task (the paper); otherwise it runs once over the whole run (warm-up
+    of the same length at the start only), as in a stationary run, which has no task switches.
     """
 
-    def __init__(self, optim_cfg, peak: float, steps_per_task: int, total_steps: int):
+    def __init__(self, optim_cfg, peak: float, steps_per_task: int, total_steps: int,
+                 restart_each_task: bool | None = None):
         if steps_per_task <= 0:
             raise PlasticError("LR schedule needs at least one step per task")
         self.cfg = optim_cfg
@@ -70,9 +72,10 @@ class LRSchedule:
         self.steps_per_task = steps_per_task
         self.total_steps = total_steps
         self.warmup = math.ceil(optim_cfg.warmup_frac * steps_per_task)
+        self.restart = optim_cfg.rewarm_at_task_start if restart_each_task is None else restart_each_task
 
     def __call__(self, global_step: int) -> float:
-        if self.cfg.rewarm_at_task_start:
+        if self.restart:
             s, horizon = global_step % self.steps_per_task, self.steps_per_task
         else:
             s, horizon = global_step, self.total_steps

@@ -81,7 +81,8 @@ class Trainer:
         self.tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
         self.peak_lr = peak_lr(cfg.optim, self.non_embedding_params)
         self.optimizer = build_optimizer(self.model, cfg.optim, self.peak_lr)
-        self.schedule = LRSchedule(cfg.optim, self.peak_lr, self.stream.steps_per_task, self.stream.total_steps)
+        self.schedule = LRSchedule(cfg.optim, self.peak_lr, self.stream.steps_per_task, self.stream.total_steps,
+                                   restart_each_task=cfg.optim.rewarm_at_task_start and self.stream.task(0).switch)
         self.lr = self.schedule(0)
         self.grad_norm = float("nan")
         self.metrics = JsonlLog(self.run_dir / "metrics.jsonl", enabled=dist.is_main())
