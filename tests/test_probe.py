@@ -100,3 +100,20 @@ def test_probe_cli_errors(tmp_path, capsys):
     assert main(["probe", str(tmp_path)]) == 2
     assert "not a run directory" in capsys.readouterr().err
     assert main(["onset", "--scores", "x.csv", str(tmp_path)]) == 2
+
+
+def test_permuted_stream_probes_a_held_out_permutation(tmp_path, home):
+    from plasticlm.data.prepare import default_languages
+
+    cfg = tiny_config(*PROBE, "stream.kind=permuted", "stream.permuted_base=aa")
+    assert default_languages(cfg) == ["aa", "vi"]  # task names are labels; only the base is trained
+    data = fake_data()
+    train_run(cfg, tmp_path / "perm", data=data, quiet=True)
+    rows = read_jsonl(tmp_path / "perm" / "probes.jsonl")
+    assert [r["task_index"] for r in rows] == [3, 6] and all(r["lang"] == "aa" for r in rows)
+    t = Trainer(cfg, tmp_path / "x", data, quiet=True)
+    setup = ProbeSetup.build(cfg, data, t.gpt_config, t.peak_lr, t.device, t.stream.probe_permutation())
+    from plasticlm.evaluate import fixed_windows
+
+    assert setup.lang == "aa"
+    assert np.array_equal(setup.val_windows, setup.permutation[fixed_windows(data.val["aa"], 4, 16)])

@@ -51,11 +51,11 @@ class PreparedData:
 
 
 def default_languages(cfg: Config) -> list[str]:
-    """stream.languages + probe.language (+ stream.permuted_base for the permuted stream), without repeats."""
-    langs = [*cfg.stream.languages, cfg.probe.language]
-    if cfg.stream.kind == "permuted" and cfg.stream.permuted_base:
-        langs.append(cfg.stream.permuted_base)
-    return list(dict.fromkeys(langs))
+    """stream.languages + probe.language, without repeats; for the permuted stream, whose task names
+    are only labels, stream.permuted_base + probe.language."""
+    if cfg.stream.kind == "permuted":
+        return list(dict.fromkeys([cfg.stream.permuted_base, cfg.probe.language]))
+    return list(dict.fromkeys([*cfg.stream.languages, cfg.probe.language]))
 
 
 class _Docs:
