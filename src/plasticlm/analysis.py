@@ -95,9 +95,11 @@ def _scratch_curve(run_dir: Path) -> np.ndarray | None:
     scratch = read_json(info_path).get("scratch")
     if not scratch:
         return None
-    from plasticlm.probe import plasticlm_home
+    from plasticlm.config import load_config
+    from plasticlm.data.paths import home_dir
 
-    path = plasticlm_home() / "scratch" / scratch["npz"]
+    home = load_config(run_dir / "config.toml").data.home if (run_dir / "config.toml").exists() else ""
+    path = home_dir(home) / "scratch" / scratch["npz"]
     if not path.exists():
         return None
     with np.load(path) as z:

@@ -39,6 +39,7 @@ import torch
 
 from plasticlm.callbacks import Callback
 from plasticlm.config import Config, StreamConfig, to_dict
+from plasticlm.data.paths import home_dir
 from plasticlm.data.stream import LanguageStream, Task
 from plasticlm.evaluate import fixed_windows, sequence_losses
 from plasticlm.model import GPT, GPTConfig
@@ -196,13 +197,9 @@ def run_probe(model: torch.nn.Module, setup: ProbeSetup) -> ProbeResult:
 # ---------------------------------------------------------------------------- scratch baseline
 
 
-def plasticlm_home() -> Path:
-    return Path(os.environ.get("PLASTICLM_HOME") or Path.home() / ".cache" / "plasticlm")
-
-
 def scratch_baseline(setup: ProbeSetup, seed: int, cache_dir: Path | None = None) -> dict[str, Any]:
     """The probe from a fresh initialisation of the same size and seed (cached by content)."""
-    cache_dir = Path(cache_dir or plasticlm_home() / "scratch")
+    cache_dir = Path(cache_dir or home_dir(setup.cfg.data.home) / "scratch")
     key = setup.key(seed)
     path = cache_dir / f"{key}.json"
     if path.exists():
