@@ -370,11 +370,9 @@ def probe_run_dir(run_dir: str | Path, workers: int = 1, checkpoint: str | None 
     rows = []
     bar = None
     if progress:
-        import sys
+        from plasticlm.progress import progress_bar
 
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=len(todo), unit="probe", file=sys.stderr, desc=f"probing {Path(run_dir).name}")
+        bar = progress_bar(total=len(todo), unit="probe", desc=f"probing {Path(run_dir).name}")
     if workers <= 1 or len(todo) == 1:
         for name in todo:
             row = probe_checkpoint(run_dir, name, data=data)

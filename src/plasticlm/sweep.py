@@ -112,10 +112,10 @@ def train_runs(specs: list[RunSpec], study_dir: Path, parallel: int = 1, quiet: 
     totals = {s.name: _total_steps(s.cfg) for s in todo}
     bar = None
     if not quiet:
-        from tqdm.auto import tqdm
+        from plasticlm.progress import progress_bar
 
-        bar = tqdm(total=sum(totals.values()), unit="step", file=sys.stderr, dynamic_ncols=True,
-                   desc=f"sweep ({len(todo)} runs, {parallel} at once)")
+        bar = progress_bar(total=sum(totals.values()), unit="step",
+                           desc=f"sweep ({len(todo)} runs, {parallel} at once)")
     with mp.get_context("spawn").Pool(min(parallel, len(todo))) as pool:
         pending = pool.map_async(_train_worker, jobs)
         while not pending.ready():

@@ -5,7 +5,6 @@ Optional ones (TensorBoard) are added by ``default_callbacks`` from the config.
 
 from __future__ import annotations
 
-import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -132,10 +131,10 @@ class ProgressBar(Callback):
     def on_fit_start(self, loop: Trainer) -> None:
         if not self.enabled:
             return
-        from tqdm.auto import tqdm
+        from plasticlm.progress import progress_bar
 
-        self.bar = tqdm(total=loop.stream.total_steps, initial=loop.stream.step, unit="step", file=sys.stderr,
-                        dynamic_ncols=True, desc=loop.run_dir.name)
+        self.bar = progress_bar(total=loop.stream.total_steps, initial=loop.stream.step, unit="step",
+                                desc=loop.run_dir.name)
         self.t0, self.s0 = time.perf_counter(), loop.stream.step
 
     def on_step_end(self, loop: Trainer, loss: float) -> None:
