@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "plasticlm.cli.train_cmd",
     "plasticlm.cli.probe_cmd",
     "plasticlm.cli.onset_cmd",
+    "plasticlm.cli.report_cmd",
 )
 
 
