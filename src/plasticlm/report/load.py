@@ -42,7 +42,7 @@ class RunOnset:
     reason: str | None
     """Why there is no onset."""
     source: str
-    """'onsets.csv' or 'computed from probes.jsonl'."""
+    """Where it comes from: 'onsets.csv' or "computed from each run's probes.jsonl"."""
 
 
 @dataclass
@@ -118,7 +118,6 @@ class ReportInput:
     fit: dict[str, Any] | None = None
     fit_note: str | None = None
     """Why there is no usable fit (fit.json absent, holding an error, or unreadable)."""
-    has_onsets_csv: bool = False
     problems: list[str] = field(default_factory=list)
 
     def rel(self, text: str) -> str:
@@ -281,7 +280,6 @@ def _read_onsets_csv(inp: ReportInput) -> dict[str, dict[str, Any]]:
     except (OSError, csv.Error, UnicodeDecodeError) as e:
         inp.problems.append(f"onsets.csv: cannot read it ({e}); onsets are recomputed from the probes")
         return {}
-    inp.has_onsets_csv = True
     return out
 
 
@@ -305,7 +303,7 @@ def _run_onset(inp: ReportInput, run: RunData, row: dict[str, Any] | None, n_boo
         return None
     ci = tuple(doc["ci95"]) if doc.get("ci95") else None
     return RunOnset(doc["onset_task_index"], doc["onset_tokens"], ci, doc["net_degradation_tokens"], doc["reason"],
-                    "computed from probes.jsonl")
+                    "computed from each run's probes.jsonl")
 
 
 def _ci(row: dict[str, Any]) -> tuple[float, float] | None:

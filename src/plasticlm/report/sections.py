@@ -197,7 +197,7 @@ def onsets(ctx: Context) -> Section | Skipped | None:
                      tokens(o.net_tokens) if o else "-", note])
     cols = ["run", "preset", "stream", "non-embedding params", "seed", "probes", "onset (task instances)",
             "95% CI (task instances)", "onset (tokens)", "95% CI (tokens)", "net degradation (tokens)", "note"]
-    src = "onsets.csv" if ctx.inp.has_onsets_csv else "computed from each run's probes.jsonl"
+    src = " and ".join(sorted({r.onset.source for r in runs if r.onset is not None})) or "no onset computed"
     return Section("onsets", title, [
         Table(cols, rows, caption=f"Onset of plasticity loss per run ({src})"),
         Paragraph(f"Onset: the probe point (task instances trained) at the interior minimum of the window-{WINDOW} "
@@ -407,7 +407,7 @@ def runs_table(ctx: Context) -> Section | Skipped | None:
         rows.append([r.name, r.rel, r.preset or "-", params(r.params), r.stream or "-", ti(r.seed),
                      str(len(c.stream.languages)) if c else "-", tokens(c.stream.tokens_per_task) if c else "-",
                      str(c.stream.cycles) if c else "-", num(r.peak_lr), str(len(r.probes)),
-                     r.status or ("not started" if not r.exists else "-"),
+                     (r.status or "-") + ("" if r.exists else " (no run directory yet)"),
                      "-" if r.wall_time_s is None else f"{float(r.wall_time_s):,.1f}"])
     blocks: list[Block] = [Table(
         ["run", "directory", "preset", "non-embedding params", "stream", "seed", "languages", "tokens per task",
