@@ -56,8 +56,8 @@ def make_report(directory: str | Path, n_boot: int | None = None) -> Report:
             + f"; report generated {datetime.now(UTC).isoformat(timespec='seconds')} by plasticlm {_version()}.")
     footer = ("Made by `plasticlm report` from the files of this directory only. Protocol: Hernandez-Garcia, "
               "Figliolia, Millidge, \"Can Scale Save Us From Plasticity Loss in Large Language Models?\", "
-              "arXiv:2606.24752; this project's additions (bootstrap CIs, leave-one-out and bootstrap fit "
-              "statistics) are marked where they appear.")
+              "arXiv:2606.24752. The confidence intervals of the onsets and the bootstrap interval of b are "
+              "this project's additions: the paper reports no uncertainty on the onset.")
     index = out / "index.html"
     atomic_write_text(index, render_page(f"Plasticity report: {name}", meta, sections, footer))
     keep = {p.name for p in ctx.figures}

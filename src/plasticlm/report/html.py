@@ -9,6 +9,7 @@ figures are PNG files beside ``index.html``, referenced by file name. All text g
 from __future__ import annotations
 
 import html
+import re
 from dataclasses import dataclass, field
 
 CSS = """
@@ -26,11 +27,13 @@ figure { margin: 1.2em 0; }
 figure img { max-width: 100%; height: auto; border: 1px solid #e3e3e8; }
 figcaption { color: #424245; font-size: 0.9em; margin-top: 0.3em; }
 .table-wrap { overflow-x: auto; }
-table { border-collapse: collapse; font-size: 0.86em; margin: 0.6em 0 1.2em; }
+table { border-collapse: collapse; font-size: 0.84em; margin: 0.6em 0 1.2em; }
 caption { caption-side: top; text-align: left; font-weight: 600; padding-bottom: 0.3em; }
-th, td { border: 1px solid #d2d2d7; padding: 0.3em 0.6em; text-align: right; white-space: nowrap; }
-th { background: #f5f5f7; }
-td:first-child, th:first-child { text-align: left; }
+th, td { border: 1px solid #d2d2d7; padding: 0.25em 0.5em; text-align: left; vertical-align: top; }
+th { background: #f5f5f7; font-weight: 600; }
+td { white-space: nowrap; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+td:last-child { white-space: normal; min-width: 8em; }
 tr.best td { background: #e8f5e9; font-weight: 600; }
 footer { margin-top: 3em; color: #6e6e73; font-size: 0.85em; }
 """
@@ -82,8 +85,17 @@ class Section:
     blocks: list[Block]
 
 
+_NUMERIC = re.compile(r"^[-+\[\]\d.,eE KMBT%()]+$")
+"""Cells drawn right-aligned: numbers, intervals like [3, 5], token counts like 1.2K."""
+
+
 def esc(text: object) -> str:
     return html.escape(str(text), quote=True)
+
+
+def _cell(text: str) -> str:
+    num = ' class="num"' if text == "-" or (_NUMERIC.match(text) and any(ch.isdigit() for ch in text)) else ""
+    return f"<td{num}>{esc(text)}</td>"
 
 
 def render_block(b: Block) -> str:
@@ -101,7 +113,7 @@ def render_block(b: Block) -> str:
         head = "".join(f"<th>{esc(c)}</th>" for c in b.columns)
         best = ' class="best"'
         body = "".join(
-            f"<tr{best if i in b.best_rows else ''}>" + "".join(f"<td>{esc(c)}</td>" for c in row) + "</tr>"
+            f"<tr{best if i in b.best_rows else ''}>" + "".join(_cell(c) for c in row) + "</tr>"
             for i, row in enumerate(b.rows)
         )
         cap = f"<caption>{esc(b.caption)}</caption>" if b.caption else ""
