@@ -27,7 +27,8 @@ def test_defaults_are_valid_and_round_trip_toml_and_json():
 
 def test_round_trip_with_overrides(tmp_path):
     cfg = load_config(None, ["model.preset=85K", "stream.languages=[en, fr]", "optim.lr=3e-3",
-                             "stream.weights=[1, 2]", "data.hf_configs={en = 'en'}", "train.seed=7"])
+                             "stream.weights=[1, 2]", "data.hf_configs={en = 'en'}", "train.seed=7",
+                             "probe.after_languages=[fr]"])
     assert cfg.model.preset == "85K"
     assert cfg.stream.languages == ["en", "fr"]
     assert cfg.optim.lr == 3e-3
@@ -54,6 +55,8 @@ def test_unknown_keys_and_wrong_types_all_reported_at_once(tmp_path):
 def test_semantic_validation():
     with pytest.raises(ConfigError, match="probe language must be held out"):
         load_config(None, ["probe.language=en"])
+    with pytest.raises(ConfigError, match=r"probe.after_languages has \['zh', 'de', 'ru'\]"):
+        load_config(None, ["stream.languages=[en, fr]"])
     with pytest.raises(ConfigError, match="micro_batch_size"):
         load_config(None, ["train.batch_size=10", "train.micro_batch_size=3"])
 

@@ -118,6 +118,20 @@ def test_fractional_task_indices_and_bad_input():
         find_onset([1, 2, 2, 3, 4], range(5))
 
 
+def test_vectorised_rule_of_the_bootstrap_agrees_with_find_onset():
+    from plasticlm.onset import _onset_of_smoothed
+
+    rng = np.random.default_rng(0)
+    for trial in range(300):
+        n, w = int(rng.integers(3, 12)), int(rng.choice([1, 3, 5]))
+        y = np.round(rng.standard_normal(n), 1)  # rounding makes ties common
+        x = np.arange(n) + 1.0
+        h = (w - 1) // 2
+        fast = _onset_of_smoothed(moving_average(y, w)[None, :], x[h: n - h])[0]
+        slow = find_onset(x, y, w).onset_task_index
+        assert (np.isnan(fast) and slow is None) or fast == slow, (trial, y, w)
+
+
 # ------------------------------------------------------------------ bootstrap
 
 

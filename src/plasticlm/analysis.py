@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from plasticlm.errors import PlasticError
-from plasticlm.onset import dauc, find_onset, onset_ci_from_curves
+from plasticlm.onset import dauc, find_onset, onset_ci_from_curves, onset_document
 from plasticlm.runlog import read_json, read_jsonl
 
 
@@ -47,8 +47,6 @@ def onset_from_run(run_dir: str | Path, window: int = 3, n_boot: int | None = No
     ``reference`` "first" scores against the run's first probe (the paper's figures), "scratch"
     against the scratch baseline (the paper's appendix).
     """
-    from plasticlm.cli.onset_cmd import onset_document
-
     run_dir = Path(run_dir)
     rows = load_probes(run_dir)
     if not rows:

@@ -78,6 +78,17 @@ class DataConfig:
     vocab_size: int = opt(1024, "Vocabulary size of the trained BPE.")
     tokenizer_sample_bytes: int = opt(2_000_000, "Bytes per language used to train the BPE.")
     synthetic_bytes: int = opt(400_000, "For source=synthetic: bytes of text per language.")
+    synthetic_seed: int = opt(0, "For source=synthetic: seed of the languages (each is also seeded by its code).")
+    synthetic_shared_grammar: bool = opt(
+        True,
+        "For source=synthetic: all languages share one Markov structure and differ only in their word "
+        "inventories (equally hard tasks); false = each language has its own structure.",
+    )
+    local_txt_docs: Literal["paragraphs", "file"] = opt(
+        "paragraphs", "For source=local: a .txt file holds documents separated by blank lines, or is one document."
+    )
+    eot_token: str = opt("<|endoftext|>", "End-of-document special token, the separator between documents.")
+    workers: int = opt(0, "Processes for HTML extraction (debian-docs); 0 = all CPU cores.")
 
 
 @dataclass
@@ -205,6 +216,12 @@ class Config:
                 f"probe.language = {self.probe.language!r} is also a training language "
                 "(stream.languages): the probe language must be held out"
             )
+        unknown = [lang for lang in self.probe.after_languages if lang not in self.stream.languages]
+        if unknown and self.stream.kind != "permuted":
+            p.append(
+                f"probe.after_languages has {unknown}, not in stream.languages {self.stream.languages}: "
+                "list training languages only (or [] for cycle-end probes only)"
+            )
         if len(set(self.stream.languages)) != len(self.stream.languages):
             p.append(f"stream.languages has duplicates: {self.stream.languages}")
         if self.stream.weights and len(self.stream.weights) != len(self.stream.languages):
@@ -216,6 +233,10 @@ class Config:
             p.append("stream.weights must be non-negative with a positive sum")
         if not 0.0 <= self.stream.replay_fraction < 1.0:
             p.append(f"stream.replay_fraction = {self.stream.replay_fraction}: must be in [0, 1)")
+        if self.data.max_bytes_per_language < 0 or self.data.synthetic_bytes <= 0:
+            p.append("data.max_bytes_per_language must be >= 0 and data.synthetic_bytes > 0")
+        if not self.data.eot_token:
+            p.append("data.eot_token is empty: name the end-of-document special token")
         if not 0.0 < self.data.val_fraction < 1.0:
             p.append(f"data.val_fraction = {self.data.val_fraction}: must be in (0, 1)")
         if not 0.0 <= self.optim.warmup_frac <= 1.0:

@@ -19,3 +19,7 @@ class ConfigError(PlasticError):
 
 class DataError(PlasticError):
     """Missing, empty or malformed corpus data."""
+
+
+class DataWarning(UserWarning):
+    """Data that was usable but suspicious (e.g. invalid UTF-8 replaced); the message names file and language."""

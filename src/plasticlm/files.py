@@ -1,18 +1,13 @@
-"""Small file helpers shared by the analysis commands: numeric CSV columns in, atomic files out.
+"""Numeric CSV columns in, for the analysis commands (onset scores, onset tables).
 
-Both are about user-facing robustness: a CSV problem is reported as a ``PlasticError`` naming the
-file, the line and the fix; an output file is never left half-written (written to a temporary file
-in the same directory, then ``os.replace``-d over the target, which is atomic on POSIX).
+A CSV problem is reported as a ``PlasticError`` naming the file, the line and the fix. Atomic
+output files are written with ``plasticlm.runlog``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import math
-import os
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -76,7 +71,8 @@ def _parse_cell(cell: str, column: str, line: int, path: Path, allow_empty: bool
     if cell.lower() in _EMPTY:
         if allow_empty:
             return math.nan
-        raise PlasticError(f"{path}: line {line}: column {column!r} is empty; every row needs a number there")
+        what = "is empty" if not cell else f"= {cell!r} has no value"
+        raise PlasticError(f"{path}: line {line}: column {column!r} {what}; every row needs a number there")
     try:
         value = float(cell)
     except ValueError:
@@ -84,30 +80,3 @@ def _parse_cell(cell: str, column: str, line: int, path: Path, allow_empty: bool
     if not math.isfinite(value):
         raise PlasticError(f"{path}: line {line}: column {column!r} = {cell!r} is not a finite number")
     return value
-
-
-@contextlib.contextmanager
-def atomic_path(path: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``path``; on success move it over ``path`` (atomic rename).
-
-    The temporary name keeps the target's suffix, so writers that infer a format from the file
-    name (matplotlib's ``savefig``) behave as for the target. On an exception the temporary file
-    is removed and the target is left untouched.
-    """
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=f".tmp{target.suffix}", dir=target.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``path`` atomically."""
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")

@@ -431,6 +431,29 @@ def onset_ci_from_curves(
     return _interval(draws, n_boot, seed, level)
 
 
+def onset_document(result: Onset, source: str, tokens_per_task: int | None = None,
+                   ci: OnsetCI | None = None) -> dict:
+    """The JSON document of `plasticlm onset`: onset, tokens (given tokens per task), CI, smoothed curve.
+
+    ``onset_tokens`` = onset_task_index * tokens_per_task (None without a run's tokens per task);
+    ``ci95`` = the bootstrap interval (None without per-sequence probe losses).
+    """
+    doc = result.to_json()
+    onset = doc["onset_task_index"]
+    return {
+        "onset_task_index": onset,
+        "onset_tokens": None if onset is None or tokens_per_task is None else int(onset * tokens_per_task),
+        "method": doc["method"],
+        "window": doc["window"],
+        "ci95": None if ci is None else ci.to_json()["ci"],
+        "smoothed": doc["smoothed"],
+        "net_degradation_task_index": doc["net_degradation_task_index"],
+        "reason": doc["reason"],
+        "source": source,
+        "n_points": int(result.task_index.size),
+    }
+
+
 # --------------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------------

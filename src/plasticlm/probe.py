@@ -55,25 +55,31 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 def probe_task_indices(cfg: Config, num_tasks: int, tasks_per_cycle: int, tokens_per_task: int) -> list[int]:
-    """0-based indices of the tasks after which a probe runs.
+    """0-based indices of the tasks after which a probe runs (one rule for runs and `plasticlm plan`).
 
-    Continual/permuted (the paper): at every cycle end (``probe.at_cycle_end``) and after every task
-    of a language in ``probe.after_languages`` (paper: zh, de, ru). Any stream with
-    ``probe.every_tokens > 0``: after each task during which the token count crossed a multiple of
-    ``every_tokens`` (stationary runs: probes at the same token intervals as the continual run).
+    ``probe.every_tokens > 0`` (stationary runs) replaces the task schedule: a probe after each task
+    during which the token count reached a multiple of ``every_tokens`` (probes happen at task
+    boundaries, where checkpoints are). Otherwise (arXiv:2606.24752, "Probe"): at every cycle end
+    (``probe.at_cycle_end``) and after every task of a language in ``probe.after_languages`` (paper:
+    zh, de, ru; ru ends the cycle and counts once). A stationary run, whose "tasks" are equal token
+    segments, is probed at the same token counts as its continual twin (the same task positions); a
+    permuted run only at cycle ends. Listed languages that are not trained are ignored.
     """
     p = cfg.probe
-    out = []
-    for k in range(num_tasks):
-        position = k % tasks_per_cycle
-        is_cycle_end = position == tasks_per_cycle - 1
-        lang = cfg.stream.languages[position] if cfg.stream.kind == "continual" else None
-        by_lang = lang is not None and lang in p.after_languages
-        by_tokens = p.every_tokens > 0 and ((k + 1) * tokens_per_task) // p.every_tokens > (
-            k * tokens_per_task) // p.every_tokens
-        if (p.at_cycle_end and is_cycle_end) or by_lang or by_tokens:
-            out.append(k)
-    return out
+    if p.every_tokens > 0:
+        return [k for k in range(num_tasks)
+                if ((k + 1) * tokens_per_task) // p.every_tokens > (k * tokens_per_task) // p.every_tokens]
+    slots = set()
+    if cfg.stream.kind != "permuted":
+        slots = {i for i, lang in enumerate(cfg.stream.languages[:tasks_per_cycle]) if lang in p.after_languages}
+    if p.at_cycle_end:
+        slots.add(tasks_per_cycle - 1)
+    return [k for k in range(num_tasks) if k % tasks_per_cycle in slots]
+
+
+def probe_eval_steps(probe_cfg) -> list[int]:
+    """Probe steps at which validation loss is measured: 0, every ``eval_every``, and the last step."""
+    return sorted(set(range(0, probe_cfg.steps + 1, probe_cfg.eval_every)) | {probe_cfg.steps})
 
 
 # ---------------------------------------------------------------------------- the probe
@@ -107,8 +113,7 @@ class ProbeSetup:
 
     @property
     def eval_steps(self) -> list[int]:
-        steps = self.cfg.probe.steps
-        return sorted(set(range(0, steps + 1, self.cfg.probe.eval_every)) | {steps})
+        return probe_eval_steps(self.cfg.probe)
 
     @property
     def tokens(self) -> int:

@@ -17,9 +17,13 @@ from plasticlm.errors import PlasticError
 COMMAND_MODULES = (
     "plasticlm.cli.presets",
     "plasticlm.cli.config_cmd",
+    "plasticlm.cli.corpus",
     "plasticlm.cli.train_cmd",
     "plasticlm.cli.probe_cmd",
     "plasticlm.cli.onset_cmd",
+    "plasticlm.cli.fit_cmd",
+    "plasticlm.cli.plan_cmd",
+    "plasticlm.cli.study_cmd",
     "plasticlm.cli.report_cmd",
 )
 

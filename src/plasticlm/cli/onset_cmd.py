@@ -4,30 +4,7 @@ from __future__ import annotations
 
 from plasticlm.cli._common import add_json, print_json, print_table
 from plasticlm.errors import PlasticError
-from plasticlm.onset import Onset, OnsetCI, find_onset, read_scores_csv
-
-
-def onset_document(result: Onset, source: str, tokens_per_task: int | None = None,
-                   ci: OnsetCI | None = None) -> dict:
-    """The JSON document of `plasticlm onset`: onset, tokens (given tokens per task), CI, smoothed curve.
-
-    ``onset_tokens`` = onset_task_index * tokens_per_task (None without a run's tokens per task);
-    ``ci95`` = the bootstrap interval (None without per-sequence probe losses).
-    """
-    doc = result.to_json()
-    onset = doc["onset_task_index"]
-    return {
-        "onset_task_index": onset,
-        "onset_tokens": None if onset is None or tokens_per_task is None else int(onset * tokens_per_task),
-        "method": doc["method"],
-        "window": doc["window"],
-        "ci95": None if ci is None else ci.to_json()["ci"],
-        "smoothed": doc["smoothed"],
-        "net_degradation_task_index": doc["net_degradation_task_index"],
-        "reason": doc["reason"],
-        "source": source,
-        "n_points": int(result.task_index.size),
-    }
+from plasticlm.onset import Onset, find_onset, onset_document, read_scores_csv
 
 
 def _print_human(doc: dict, result: Onset) -> None:

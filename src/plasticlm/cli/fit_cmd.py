@@ -1,0 +1,109 @@
+"""`plasticlm fit --onsets FILE.csv`: scaling laws of the onset against model size."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+from plasticlm.cli._common import add_json, print_json, print_table
+from plasticlm.errors import PlasticError
+from plasticlm.scaling import (
+    FORMS,
+    ScalingFit,
+    check_forms,
+    fit_scaling,
+    plot_onset_fit,
+    read_onsets_csv,
+)
+
+
+def _floats(text: str, what: str) -> list[float]:
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise PlasticError(f"{what} = {text!r}: expected comma-separated numbers, e.g. 1e9,7e9") from None
+
+
+def _g(x: float | None, fmt: str = ".4g") -> str:
+    return "-" if x is None or not np.isfinite(x) else format(x, fmt)
+
+
+def _print_human(fit: ScalingFit, source: str, skipped: list[int], figure: str | None) -> None:
+    n_sizes = np.unique(fit.params).size
+    print(f"{source}: {fit.params.size} onsets at {n_sizes} sizes"
+          + (f" (skipped rows without an onset: lines {', '.join(map(str, skipped))})" if skipped else ""))
+    rows = []
+    for name, f in fit.fits.items():
+        rows.append({"form": name, "law": f.law, "a": _g(f.a), "b": _g(f.b), "b_se": _g(f.b_se),
+                     "b_ci95": f"[{_g(f.b_ci95[0])}, {_g(f.b_ci95[1])}]", "r2": _g(f.r2, ".3f"),
+                     "rmse": _g(f.rmse), "loo_rmse": _g(f.loo_rmse),
+                     "best": "*" if name == fit.best_by_loo else ""})
+    print_table(rows, ["form", "law", "a", "b", "b_se", "b_ci95", "r2", "rmse", "loo_rmse", "best"])
+    print(f"best by leave-one-out RMSE: {fit.best_by_loo}")
+    power = fit.fits.get("power")
+    if power is not None and power.b_boot95 is not None:
+        print(f"power-law exponent b = {power.b:.4g}, bootstrap 95% CI over sizes "
+              f"[{power.b_boot95[0]:.4g}, {power.b_boot95[1]:.4g}] ({power.b_boot_n} usable draws)")
+    if fit.extrapolations:
+        print("extrapolation of the power law (95% prediction interval):")
+        print_table([{"params": f"{e.params:.4g}", "onset (tasks)": _g(e.onset),
+                      "pi95 (tasks)": f"[{_g(e.pi95[0])}, {_g(e.pi95[1])}]",
+                      "tokens": _g(e.tokens, ".3g"),
+                      "pi95 (tokens)": "-" if e.tokens_pi95 is None
+                      else f"[{_g(e.tokens_pi95[0], '.3g')}, {_g(e.tokens_pi95[1], '.3g')}]"}
+                     for e in fit.extrapolations],
+                    ["params", "onset (tasks)", "pi95 (tasks)", "tokens", "pi95 (tokens)"])
+    if figure:
+        print(f"figure: {figure}")
+
+
+def run(args) -> int:
+    forms = check_forms([f.strip() for f in args.forms.split(",") if f.strip()])
+    sizes = _floats(args.extrapolate, "--extrapolate")
+    if args.figure and "power" not in forms:
+        raise PlasticError("--figure draws the power law: include 'power' in --forms")
+    if args.tokens_per_task is not None and args.tokens_per_task <= 0:
+        raise PlasticError(f"--tokens-per-task = {args.tokens_per_task:g}: must be > 0 (paper: 5e9)")
+    if args.bootstrap < 0:
+        raise PlasticError(f"--bootstrap = {args.bootstrap}: must be >= 0 (0 = no bootstrap)")
+    params, onsets, skipped = read_onsets_csv(args.onsets)
+    try:
+        fit = fit_scaling(params, onsets, forms, sizes, args.tokens_per_task, args.bootstrap, args.seed)
+    except PlasticError as e:
+        raise PlasticError(f"{args.onsets}: {e}") from e
+    if args.figure:
+        plot_onset_fit((fit.params, fit.onsets), fit.fits["power"], fit.extrapolations, args.figure)
+    if args.json:
+        doc = fit.to_json()
+        doc.update(source=args.onsets, skipped_lines=skipped, figure=args.figure)
+        print_json(doc)
+    else:
+        _print_human(fit, args.onsets, skipped, args.figure)
+    if skipped and args.json:
+        print(f"note: skipped {len(skipped)} row(s) without an onset in {args.onsets}", file=sys.stderr)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "fit", help="fit scaling laws of the onset against non-embedding parameters",
+        description="Fit T = a P^b (OLS on ln P, ln T, as in arXiv:2606.24752) and the linear, linear-log "
+        "and exponential alternatives; report b, a, b_se, b_ci95, R^2 in linear space, RMSE and "
+        "leave-one-out RMSE in task instances, a bootstrap CI of b over sizes, the best form by LOO RMSE, "
+        "and power-law extrapolations with 95%% prediction intervals. Formulas: src/plasticlm/scaling.py.",
+    )
+    p.add_argument("--onsets", required=True, metavar="FILE.csv",
+                   help="CSV with columns params,onset (onset in task instances; one row per run, so several "
+                   "rows per size are seeds; other columns ignored; empty onset = run skipped)")
+    p.add_argument("--forms", default=",".join(FORMS), help=f"comma-separated forms (default {','.join(FORMS)})")
+    p.add_argument("--extrapolate", default="", metavar="P1,P2",
+                   help="sizes (non-embedding params) to extrapolate the power law to, e.g. 1e9,7e9")
+    p.add_argument("--tokens-per-task", type=float, default=None, metavar="N",
+                   help="tokens per task instance, to report extrapolations in tokens (paper: 5e9)")
+    p.add_argument("--bootstrap", type=int, default=2000, metavar="B",
+                   help="bootstrap draws for the CI of b (default 2000; 0 = off)")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
+    p.add_argument("--figure", default=None, metavar="PATH", help="write the onset-vs-size figure (png, pdf, svg)")
+    add_json(p)
+    p.set_defaults(func=run)

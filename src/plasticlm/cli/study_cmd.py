@@ -1,0 +1,87 @@
+"""`plasticlm sweep` and `plasticlm study`."""
+
+from __future__ import annotations
+
+from plasticlm.cli._common import add_json, add_set, print_json, print_table
+from plasticlm.config import load_config
+
+
+def _print_onsets(summary: dict) -> None:
+    rows = [{"run": r["name"], "params": r["non_embedding_params"],
+             "onset (tasks)": "-" if r["onset_task_index"] is None else r["onset_task_index"],
+             "onset tokens": "-" if r["onset_tokens"] is None else f"{r['onset_tokens']:,}",
+             "95% CI": "-" if r["ci95_low"] is None else f"[{r['ci95_low']}, {r['ci95_high']}]"}
+            for r in summary["onsets"]]
+    print_table(rows, ["run", "params", "onset (tasks)", "onset tokens", "95% CI"])
+    fit = summary["fit"]
+    if "error" in fit:
+        print(f"scaling-law fit: not possible ({fit['error']})")
+    else:
+        p = fit["fits"]["power"]
+        print(f"power law T = a P^b: b = {p['b']:.3f} (95% CI {p['b_ci95']}), R^2 = {p['r2']:.3f}; "
+              f"best form by leave-one-out RMSE: {fit['best_by_loo']}")
+
+
+def run_sweep_cmd(args) -> int:
+    from plasticlm.sweep import run_sweep
+
+    cfg = load_config(args.config, args.overrides)
+    summary = run_sweep(cfg, args.out_dir, config_path=args.config, parallel=args.parallel,
+                        quiet=args.quiet or args.json)
+    if args.json:
+        print_json(summary)
+    else:
+        print(f"study directory: {summary['study_dir']} ({summary['runs']} runs)")
+        _print_onsets(summary)
+    return 0
+
+
+def run_study_cmd(args) -> int:
+    from plasticlm.study import dry_run, run_study
+
+    cfg = load_config(args.config, args.overrides)
+    if args.dry_run:
+        plan = dry_run(cfg)
+        if args.json:
+            print_json(plan)
+            return 0
+        print(f"study {args.config} -> {plan['study_dir']} (source: {plan['source']})")
+        print("stages: " + " -> ".join(plan["stages"]) + " (each skips what is already done)")
+        print_table(plan["runs"], ["name", "status", "non_embedding_params", "tokens", "steps", "probes"])
+        return 0
+    summary = run_study(cfg, config_path=args.config, parallel=args.parallel, quiet=args.quiet or args.json)
+    if args.json:
+        print_json(summary)
+        return 0
+    print()
+    _print_onsets(summary)
+    print(f"\nreport: {summary['report']}")
+    return 0
+
+
+def register(sub) -> None:
+    s = sub.add_parser(
+        "sweep", help="train a study config over its presets and seeds, then probes, onsets and the fit",
+        description="One run directory per preset x seed (x stationary) under sweep.out_dir; resumable "
+        "(finished runs are skipped, an interrupted one resumes). Writes onsets.csv and fit.json.",
+    )
+    s.add_argument("config", help="TOML study config, e.g. configs/demo.toml")
+    add_set(s)
+    s.add_argument("--out-dir", help="study directory (default: sweep.out_dir)")
+    s.add_argument("--parallel", type=int, default=None, help="runs trained at once (default: sweep.parallel)")
+    s.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_json(s)
+    s.set_defaults(func=run_sweep_cmd)
+
+    p = sub.add_parser(
+        "study", help="the whole study: corpus -> runs -> probes -> onsets -> fit -> report",
+        description="Builds what is missing (corpus, tokenizer, shards), runs the sweep, probes, detects "
+        "onsets, fits the scaling law and writes STUDY_DIR/report/index.html. Resumable at every stage.",
+    )
+    p.add_argument("config", help="TOML study config, e.g. configs/demo.toml")
+    add_set(p)
+    p.add_argument("--parallel", type=int, default=None, help="runs trained at once (default: sweep.parallel)")
+    p.add_argument("--dry-run", action="store_true", help="print the plan (runs, status, tokens) and exit")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_json(p)
+    p.set_defaults(func=run_study_cmd)

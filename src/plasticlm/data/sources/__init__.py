@@ -1,0 +1,77 @@
+"""Corpus sources behind one interface: each yields documents (str) for a language.
+
+Sources (shared/spec/data-sources.md): ``debian-docs`` (translated LibreOffice help from Debian
+packages; the offline default), ``local`` (a directory per language), ``hf`` (Hugging Face
+``datasets``) and ``synthetic`` (generated languages for tests and fast experiments).
+Modules are imported on first use, so that ``datasets`` is only imported by the hf source.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, ClassVar
+
+from plasticlm.config import DataConfig
+from plasticlm.errors import DataError
+
+_REGISTRY = {
+    "debian-docs": "plasticlm.data.sources.debian:DebianDocsSource",
+    "local": "plasticlm.data.sources.local:LocalSource",
+    "hf": "plasticlm.data.sources.hf:HFSource",
+    "synthetic": "plasticlm.data.sources.synthetic:SyntheticSource",
+}
+SOURCE_NAMES = tuple(_REGISTRY)
+
+
+class Source:
+    """One corpus source. Use as a context manager: ``open`` before, ``close`` after ``documents``.
+
+    The corpus builder calls ``open(langs, reuse)`` once with the languages it will build (a source
+    may batch work there, e.g. one ``apt-get download``), then ``documents(lang)`` and
+    ``provenance(lang)`` for each. ``reuse`` maps languages already in the cache to their docs.jsonl.
+    """
+
+    name: ClassVar[str] = ""
+    references: ClassVar[tuple[str, ...]] = ()
+    """Languages this source reads to build others (offered from the cache through ``open``'s reuse)."""
+
+    def __init__(self, data: DataConfig):
+        self.data = data
+
+    def key(self) -> str:
+        """The cache directory name: it changes whenever the documents this source yields would change."""
+        return self.name
+
+    def settings(self) -> dict[str, Any]:
+        """Settings recorded in every manifest of this source."""
+        return {}
+
+    def open(self, langs: list[str], reuse: dict[str, Path], progress: bool = True) -> None:  # noqa: B027
+        """Prepare to build ``langs`` (no-op by default)."""
+
+    def documents(self, lang: str) -> Iterator[str]:
+        raise NotImplementedError
+
+    def provenance(self, lang: str) -> dict[str, Any]:
+        """Where ``lang``'s documents came from (package versions, files, replacements); after documents()."""
+        return {}
+
+    def close(self) -> None:  # noqa: B027
+        """Release temporary files (no-op by default)."""
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def make_source(data: DataConfig, name: str | None = None) -> Source:
+    """The source named ``name`` (default ``data.source``) configured from ``data``."""
+    name = name or data.source
+    if name not in _REGISTRY:
+        raise DataError(f"unknown corpus source {name!r}: choose one of {', '.join(SOURCE_NAMES)}")
+    module, cls = _REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), cls)(data)

@@ -1,0 +1,420 @@
+"""Scaling laws of the onset of plasticity loss (arXiv:2606.24752, "Onset and scaling law").
+
+Data: points (P_i, T_i), i = 1..n, with P the non-embedding parameter count of a model
+(``model.non_embedding_params``) and T its onset in task instances. Several points may share a P
+(seeds). Each form is fitted by ordinary least squares of v on u after a transform:
+
+| form          | law                | u     | v     | a (from the intercept c) |
+|---------------|--------------------|-------|-------|--------------------------|
+| ``power``       | T = a P^b          | ln P  | ln T  | a = exp(c)               |
+| ``linear``      | T = a + b P        | P     | T     | a = c                    |
+| ``linear_log``  | T = a + b ln P     | ln P  | T     | a = c                    |
+| ``exponential`` | T = a exp(b P)     | P     | ln T  | a = exp(c)               |
+
+OLS in (u, v) space, with ubar, vbar the means and Sxx = sum (u_i - ubar)^2:
+
+    b = sum (u_i - ubar)(v_i - vbar) / Sxx,       c = vbar - b ubar
+    s^2 = SSR / (n - 2),  SSR = sum (v_i - c - b u_i)^2        (residual variance, n - 2 dof)
+    b_se = sqrt(s^2 / Sxx)                                       (OLS standard error of the slope)
+    b_ci95 = b -/+ t_{0.975, n-2} b_se                           (Student t)
+
+For the power law these are the paper's "OLS in log space" statistics. The goodness-of-fit
+statistics are computed in T units for every form, with That_i the back-transformed prediction
+(a P_i^b for the power law; no retransformation-bias correction, as in the paper):
+
+    r2 = 1 - sum (T_i - That_i)^2 / sum (T_i - Tbar)^2           (linear space, about mean T)
+    rmse = sqrt(mean_i (T_i - That_i)^2)                         (denominator n)
+    loo_rmse = sqrt(mean_i (T_i - That_{-i})^2)                  (leave-one-out)
+
+where That_{-i} is the prediction at P_i of the same form refitted without point i. When several
+points share a P (seeds), "without point i" removes every point of that size, so that a seed of
+the same size cannot stand in for the held-out one (with one seed per size, as in the paper,
+this is exactly the classical leave-one-out). ``best_by_loo`` is the form with the smallest
+loo_rmse.
+
+Bootstrap of the power-law exponent (``b_boot95``, the project's addition): sizes are resampled
+with replacement (a cluster bootstrap: a drawn size brings all of its seeds) and the power law is
+refitted; draws with fewer than 2 distinct sizes have no slope and are skipped (their number is
+reported as ``b_boot_n`` = usable draws). Resampling sizes, not rows, is what makes the interval
+meaningful with one seed per size; percentiles are linearly interpolated.
+
+Intervals at a new size P0 (u0 = its transform), in (u, v) space, back-transformed:
+
+    confidence band of the mean:  c + b u0 -/+ t s sqrt(1/n + (u0 - ubar)^2 / Sxx)
+    prediction interval:          c + b u0 -/+ t s sqrt(1 + 1/n + (u0 - ubar)^2 / Sxx)
+
+The extrapolated onset of the power law is a P0^b (the back-transformed centre: the median, not
+the mean, of a log-normal error model).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+from plasticlm.errors import PlasticError
+from plasticlm.files import read_csv_columns
+from plasticlm.runlog import atomic_path
+
+FORMS: tuple[str, ...] = ("power", "linear", "linear_log", "exponential")
+# form -> (u is ln P, v is ln T)
+_LOGS: dict[str, tuple[bool, bool]] = {
+    "power": (True, True),
+    "linear": (False, False),
+    "linear_log": (True, False),
+    "exponential": (False, True),
+}
+_LAW = {"power": "T = a * P^b", "linear": "T = a + b * P", "linear_log": "T = a + b * ln P",
+        "exponential": "T = a * exp(b * P)"}
+
+
+def check_forms(forms: Sequence[str]) -> list[str]:
+    """Validate form names (order kept, duplicates dropped)."""
+    out: list[str] = []
+    for f in forms:
+        if f not in _LOGS:
+            raise PlasticError(f"unknown form {f!r}; known forms: {', '.join(FORMS)}")
+        if f not in out:
+            out.append(f)
+    if not out:
+        raise PlasticError(f"no form to fit; choose from {', '.join(FORMS)}")
+    return out
+
+
+@dataclass(frozen=True)
+class FormFit:
+    """One fitted form: coefficients, OLS statistics in (u, v) space, fit statistics in T units."""
+
+    form: str
+    a: float
+    b: float
+    intercept: float
+    """c, the OLS intercept in (u, v) space."""
+    n: int
+    b_se: float
+    b_ci95: tuple[float, float]
+    r2: float | None
+    """None when all onsets are equal (no variance to explain)."""
+    rmse: float
+    loo_rmse: float
+    s: float
+    """Residual standard deviation in (u, v) space, sqrt(SSR / (n - 2))."""
+    u_mean: float
+    sxx: float
+    b_boot95: tuple[float, float] | None = None
+    b_boot_n: int | None = None
+
+    @property
+    def law(self) -> str:
+        return _LAW[self.form]
+
+    def predict(self, params: float | np.ndarray) -> np.ndarray:
+        """Predicted onset T at ``params`` (back-transformed)."""
+        return _predict(self.form, self.intercept, self.b, np.asarray(params, dtype=np.float64))
+
+    def interval(self, params: float | np.ndarray, level: float = 0.95,
+                 prediction: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(low, high) of the prediction interval (or, with ``prediction=False``, the confidence band
+        of the mean) at ``params``, computed in (u, v) space and back-transformed (module docstring)."""
+        u0 = _u(self.form, np.asarray(params, dtype=np.float64))
+        t = stats.t.ppf((1 + level) / 2, self.n - 2)
+        half = t * self.s * np.sqrt(float(prediction) + 1 / self.n + (u0 - self.u_mean) ** 2 / self.sxx)
+        v0 = self.intercept + self.b * u0
+        back = np.exp if _LOGS[self.form][1] else (lambda v: v)
+        return back(v0 - half), back(v0 + half)
+
+    def to_json(self) -> dict:
+        d = {
+            "law": self.law,
+            "a": _f(self.a),
+            "b": _f(self.b),
+            "b_se": _f(self.b_se),
+            "b_ci95": [_f(self.b_ci95[0]), _f(self.b_ci95[1])],
+            "r2": _f(self.r2),
+            "rmse": _f(self.rmse),
+            "loo_rmse": _f(self.loo_rmse),
+        }
+        if self.form == "power":
+            d["b_boot95"] = None if self.b_boot95 is None else [_f(self.b_boot95[0]), _f(self.b_boot95[1])]
+            d["b_boot_n"] = self.b_boot_n
+        return d
+
+
+def _f(x: float | None) -> float | None:
+    """A JSON-safe float: None for None, NaN and infinities."""
+    return None if x is None or not np.isfinite(x) else float(x)
+
+
+def _u(form: str, params: np.ndarray) -> np.ndarray:
+    return np.log(params) if _LOGS[form][0] else params
+
+
+def _predict(form: str, c: float, b: float, params: np.ndarray) -> np.ndarray:
+    v = c + b * _u(form, params)
+    if _LOGS[form][1]:
+        with np.errstate(over="ignore"):
+            return np.exp(v)
+    return v
+
+
+def _ols(u: np.ndarray, v: np.ndarray) -> tuple[float, float]:
+    """(intercept c, slope b) of v on u, centred for accuracy at u ~ 1e8."""
+    um, vm = u.mean(), v.mean()
+    du = u - um
+    b = float(np.dot(du, v - vm) / np.dot(du, du))
+    return float(vm - b * um), b
+
+
+def _check_points(params: np.ndarray, onsets: np.ndarray, form: str) -> None:
+    if params.ndim != 1 or params.shape != onsets.shape:
+        raise PlasticError(f"params {params.shape} and onsets {onsets.shape} must be 1-D arrays of equal length")
+    if params.size < 3:
+        raise PlasticError(f"{form} fit: {params.size} point(s); a fit needs at least 3 (n - 2 degrees of freedom)")
+    if not (np.all(np.isfinite(params)) and np.all(np.isfinite(onsets))):
+        raise PlasticError(f"{form} fit: params and onsets must be finite numbers")
+    log_p, log_t = _LOGS[form]
+    if log_p and np.any(params <= 0):
+        raise PlasticError(f"{form} fit uses ln P: every params value must be > 0, got {params.min():g}")
+    if log_t and np.any(onsets <= 0):
+        raise PlasticError(f"{form} fit uses ln T: every onset must be > 0, got {onsets.min():g}")
+    sizes = np.unique(params)
+    if sizes.size == 1:
+        raise PlasticError(f"{form} fit: all params are equal ({sizes[0]:g}); a fit needs at least 3 distinct sizes")
+    if sizes.size < 3:
+        raise PlasticError(
+            f"{form} fit: only {sizes.size} distinct sizes ({', '.join(f'{s:g}' for s in sizes)}); a fit "
+            "needs at least 3 so that leave-one-size-out refits still have a slope"
+        )
+
+
+def read_onsets_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """(params, onset, skipped line numbers) from a CSV with columns ``params,onset`` (others ignored).
+
+    Rows whose onset cell is empty (or null/nan: a run without an onset) are skipped and their
+    line numbers returned, so that they are reported rather than silently dropped.
+    """
+    cols = read_csv_columns(path, ["params", "onset"], allow_empty=("onset",))
+    keep = np.isfinite(cols["onset"])
+    skipped = [int(x) for x in cols["_line"][~keep]]
+    return cols["params"][keep], cols["onset"][keep], skipped
+
+
+def fit_form(params: Sequence[float] | np.ndarray, onsets: Sequence[float] | np.ndarray, form: str = "power",
+             level: float = 0.95) -> FormFit:
+    """Fit one form by OLS in its (u, v) space; statistics as defined in the module docstring.
+
+    ``level`` sets the coverage of ``b_ci95`` (0.95 by default; the name keeps the paper's 95%).
+    Raises ``PlasticError`` for fewer than 3 points or 3 distinct sizes, and for non-positive
+    values where the form takes a logarithm.
+    """
+    check_forms([form])
+    p = np.asarray(params, dtype=np.float64)
+    t_obs = np.asarray(onsets, dtype=np.float64)
+    _check_points(p, t_obs, form)
+    n = p.size
+    u = _u(form, p)
+    v = np.log(t_obs) if _LOGS[form][1] else t_obs
+    c, b = _ols(u, v)
+    sxx = float(np.sum((u - u.mean()) ** 2))
+    s2 = float(np.sum((v - c - b * u) ** 2)) / (n - 2)
+    b_se = float(np.sqrt(s2 / sxx))
+    tq = float(stats.t.ppf((1 + level) / 2, n - 2))
+    pred = _predict(form, c, b, p)
+    ss_res = float(np.sum((t_obs - pred) ** 2))
+    ss_tot = float(np.sum((t_obs - t_obs.mean()) ** 2))
+    loo = np.empty(n)
+    for size in np.unique(p):  # leave one size (all of its seeds) out
+        out = p == size
+        ci, bi = _ols(u[~out], v[~out])
+        loo[out] = t_obs[out] - _predict(form, ci, bi, p[out])
+    return FormFit(
+        form=form,
+        a=float(np.exp(c)) if _LOGS[form][1] else c,
+        b=b,
+        intercept=c,
+        n=n,
+        b_se=b_se,
+        b_ci95=(b - tq * b_se, b + tq * b_se),
+        r2=None if ss_tot == 0 else 1 - ss_res / ss_tot,
+        rmse=float(np.sqrt(ss_res / n)),
+        loo_rmse=float(np.sqrt(np.mean(loo**2))),
+        s=float(np.sqrt(s2)),
+        u_mean=float(u.mean()),
+        sxx=sxx,
+    )
+
+
+def bootstrap_exponent(params: Sequence[float] | np.ndarray, onsets: Sequence[float] | np.ndarray,
+                       n_boot: int = 2000, seed: int = 0, level: float = 0.95
+                       ) -> tuple[tuple[float, float] | None, int, np.ndarray]:
+    """Percentile interval of the power-law exponent b over a bootstrap of sizes (module docstring).
+
+    Returns ((low, high) or None, number of usable draws, the exponents of the usable draws).
+    Each draw picks k sizes with replacement out of the k distinct sizes; the rows of a size
+    drawn m times enter the OLS m times (a weighted fit, vectorised over draws).
+    """
+    if n_boot < 1:
+        raise PlasticError(f"bootstrap draws = {n_boot}: must be >= 1 (or skip the bootstrap)")
+    p = np.asarray(params, dtype=np.float64)
+    t_obs = np.asarray(onsets, dtype=np.float64)
+    _check_points(p, t_obs, "power")
+    sizes, which = np.unique(p, return_inverse=True)
+    k = sizes.size
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, k, size=(n_boot, k))
+    counts = np.zeros((n_boot, k))
+    np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1.0)
+    w = counts[:, which]  # (B, n) weight of each row
+    u, v = np.log(p), np.log(t_obs)
+    wsum = w.sum(axis=1)
+    um = (w @ u) / wsum
+    vm = (w @ v) / wsum
+    du = u[None, :] - um[:, None]
+    sxx = np.sum(w * du**2, axis=1)
+    usable = (counts > 0).sum(axis=1) >= 2
+    b = np.sum(w * du * (v[None, :] - vm[:, None]), axis=1)[usable] / sxx[usable]
+    if b.size == 0:
+        return None, 0, b
+    lo, hi = np.percentile(b, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return (float(lo), float(hi)), int(b.size), b
+
+
+@dataclass(frozen=True)
+class Extrapolation:
+    """The power law's onset at a new size, with its prediction interval, in tasks and tokens."""
+
+    params: float
+    onset: float
+    pi95: tuple[float, float]
+    tokens: float | None = None
+    tokens_pi95: tuple[float, float] | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "params": _f(self.params),
+            "onset": _f(self.onset),
+            "pi95": [_f(self.pi95[0]), _f(self.pi95[1])],
+            "tokens": _f(self.tokens),
+            "tokens_pi95": None if self.tokens_pi95 is None else [_f(x) for x in self.tokens_pi95],
+        }
+
+
+def extrapolate(fit: FormFit, params: Sequence[float], tokens_per_task: float | None = None,
+                level: float = 0.95) -> list[Extrapolation]:
+    """Onset predicted by ``fit`` (the power law in the paper) at each size, with the prediction
+    interval t s sqrt(1 + 1/n + (u0 - ubar)^2 / Sxx) in (u, v) space, back-transformed; in task
+    instances and, given ``tokens_per_task``, in tokens (onset * tokens_per_task)."""
+    out = []
+    for p0 in params:
+        if not np.isfinite(p0) or p0 <= 0:
+            raise PlasticError(f"extrapolation size {p0!r}: must be a positive number of parameters")
+        onset = float(fit.predict(p0))
+        lo, hi = (float(x) for x in fit.interval(p0, level, prediction=True))
+        tok = None if tokens_per_task is None else onset * tokens_per_task
+        tok_pi = None if tokens_per_task is None else (lo * tokens_per_task, hi * tokens_per_task)
+        out.append(Extrapolation(float(p0), onset, (lo, hi), tok, tok_pi))
+    return out
+
+
+@dataclass(frozen=True)
+class ScalingFit:
+    """All requested forms fitted to the same points, the LOO winner and the power-law extrapolations."""
+
+    params: np.ndarray
+    onsets: np.ndarray
+    fits: dict[str, FormFit]
+    best_by_loo: str
+    extrapolations: list[Extrapolation] = field(default_factory=list)
+    tokens_per_task: float | None = None
+
+    def to_json(self) -> dict:
+        return {
+            "n": int(self.params.size),
+            "n_sizes": int(np.unique(self.params).size),
+            "fits": {name: f.to_json() for name, f in self.fits.items()},
+            "best_by_loo": self.best_by_loo,
+            "tokens_per_task": self.tokens_per_task,
+            "extrapolations": [e.to_json() for e in self.extrapolations],
+        }
+
+
+def fit_scaling(
+    params: Sequence[float] | np.ndarray,
+    onsets: Sequence[float] | np.ndarray,
+    forms: Sequence[str] = FORMS,
+    extrapolate_to: Sequence[float] = (),
+    tokens_per_task: float | None = None,
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> ScalingFit:
+    """Fit every form in ``forms``, bootstrap the power-law exponent (``n_boot`` = 0 skips it),
+    pick the form with the lowest LOO RMSE, and extrapolate the power law to ``extrapolate_to``."""
+    names = check_forms(forms)
+    p = np.asarray(params, dtype=np.float64)
+    t_obs = np.asarray(onsets, dtype=np.float64)
+    fits = {name: fit_form(p, t_obs, name) for name in names}
+    if "power" in fits and n_boot > 0:
+        ci, used, _ = bootstrap_exponent(p, t_obs, n_boot, seed)
+        fits["power"] = dataclasses.replace(fits["power"], b_boot95=ci, b_boot_n=used)
+    best = min(names, key=lambda name: (not np.isfinite(fits[name].loo_rmse), fits[name].loo_rmse))
+    extra: list[Extrapolation] = []
+    if extrapolate_to:
+        if "power" not in fits:
+            raise PlasticError("extrapolation uses the power law: include 'power' in the forms")
+        extra = extrapolate(fits["power"], extrapolate_to, tokens_per_task)
+    return ScalingFit(p, t_obs, fits, best, extra, tokens_per_task)
+
+
+# --------------------------------------------------------------------------------------------
+# Figure
+# --------------------------------------------------------------------------------------------
+
+
+def plot_onset_fit(points: tuple[Sequence[float], Sequence[float]], fit: FormFit,
+                   extrapolations: Sequence[Extrapolation], path: str | Path,
+                   title: str | None = None) -> Path:
+    """Onset vs non-embedding parameters on log-log axes, written atomically to ``path``.
+
+    Draws the points (one marker per seed), the fitted law (``fit``, normally the power law)
+    with its 95% confidence band of the mean, and the extrapolated onsets with their 95%
+    prediction intervals as error bars. The format follows the file suffix (png, pdf, svg).
+    Uses matplotlib's object API (no pyplot, no global backend state; Agg canvas).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    p = np.asarray(points[0], dtype=np.float64)
+    t_obs = np.asarray(points[1], dtype=np.float64)
+    xs = np.concatenate([p, [e.params for e in extrapolations]])
+    grid = np.geomspace(xs.min() / 1.5, xs.max() * 1.5, 200)
+    lo, hi = fit.interval(grid, 0.95, prediction=False)
+    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.fill_between(grid, lo, hi, color="C0", alpha=0.2, lw=0, label="95% confidence band")
+    label = f"{fit.law}: a = {fit.a:.3g}, b = {fit.b:.3f}"
+    if fit.r2 is not None:
+        label += f", R$^2$ = {fit.r2:.2f}"
+    ax.plot(grid, fit.predict(grid), color="C0", lw=1.5, label=label)
+    ax.plot(p, t_obs, "o", color="C1", ms=5, label="onsets (runs)")
+    if extrapolations:
+        ex = np.array([e.params for e in extrapolations])
+        ey = np.array([e.onset for e in extrapolations])
+        err = np.array([[e.onset - e.pi95[0] for e in extrapolations], [e.pi95[1] - e.onset for e in extrapolations]])
+        ax.errorbar(ex, ey, yerr=err, fmt="s", color="C3", capsize=3, label="extrapolated (95% PI)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("non-embedding parameters P")
+    ax.set_ylabel("onset T (task instances)")
+    ax.set_title(title or "Onset of plasticity loss vs model size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, dpi=150, format=target.suffix.lstrip(".") or "png")
+    return target

@@ -1,0 +1,58 @@
+"""`plasticlm study`: one command from corpus to report, resumable at every stage.
+
+Stages: data (corpus, tokenizer, token shards; cached) -> sweep (train every run, continual and,
+when configured, stationary) -> probes still missing -> onsets -> scaling-law fit -> report.
+Each stage skips what is already done, so re-running an interrupted study continues it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from plasticlm.config import Config
+from plasticlm.sweep import run_specs, run_sweep
+
+
+def dry_run(cfg: Config) -> dict[str, Any]:
+    """What the study would do: runs with their status, and the compute plan (nothing is run)."""
+    from plasticlm.plan import plan_study
+    from plasticlm.sweep import _status
+
+    study_dir = Path(cfg.sweep.out_dir)
+    plan = plan_study(cfg, gpu="h100")
+    runs = []
+    for spec, rp in zip(run_specs(cfg), plan.runs):
+        runs.append({"name": spec.name, "status": _status(spec.run_dir(study_dir)), "tokens": rp.tokens,
+                     "steps": rp.steps, "probes": rp.probes + rp.scratch_probes,
+                     "non_embedding_params": rp.non_embedding_params, "train_flops": rp.train_flops})
+    return {"study_dir": str(study_dir), "source": cfg.data.source,
+            "stages": ["data", "train", "probe", "onsets_and_fit", "report"], "runs": runs,
+            "totals": plan.totals()}
+
+
+def run_study(cfg: Config, *, config_path: str | None = None, parallel: int | None = None, quiet: bool = False,
+              data: Any = None) -> dict[str, Any]:
+    """Run every stage; return the sweep summary with the report path."""
+    study_dir = Path(cfg.sweep.out_dir)
+    t0 = time.perf_counter()
+    if data is None:
+        if not quiet:
+            print(f"[study] preparing data ({cfg.data.source})", file=sys.stderr)
+        from plasticlm.train import load_data
+
+        data = load_data(cfg, progress=not quiet)
+    data_s = time.perf_counter() - t0
+    in_process = (parallel or cfg.sweep.parallel) <= 1  # spawned workers load the (now cached) data themselves
+    summary = run_sweep(cfg, study_dir, config_path=config_path, parallel=parallel, quiet=quiet,
+                        data=data if in_process else None)
+    from plasticlm.report import build_report
+
+    t1 = time.perf_counter()
+    index = build_report(study_dir)
+    summary["report"] = str(index)
+    summary["seconds"] = {"data": round(data_s, 1), "total": round(time.perf_counter() - t0, 1),
+                          "report": round(time.perf_counter() - t1, 1)}
+    return summary

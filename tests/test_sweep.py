@@ -1,0 +1,62 @@
+import csv
+
+from plasticlm.runlog import read_json
+from plasticlm.sweep import ONSET_COLUMNS, run_specs, run_sweep
+from tests.fakes import fake_data, tiny_config
+
+SWEEP = ("probe.steps=4", "probe.eval_every=2", "probe.sequences=4", "probe.every_tokens=320",
+         "probe.bootstrap=20", "sweep.presets=[25K, 85K]", "sweep.seeds=[0]")
+
+
+def test_run_specs_cover_presets_seeds_and_stationary_twin():
+    cfg = tiny_config(*SWEEP, "sweep.seeds=[0, 1]", "sweep.stationary=true")
+    specs = run_specs(cfg)
+    assert [s.name for s in specs] == [
+        "25K-s0-continual", "25K-s0-stationary", "25K-s1-continual", "25K-s1-stationary",
+        "85K-s0-continual", "85K-s0-stationary", "85K-s1-continual", "85K-s1-stationary"]
+    assert specs[3].cfg.train.seed == 1 and specs[3].cfg.stream.kind == "stationary"
+    assert specs[4].cfg.model.preset == "85K"
+
+
+def test_sweep_writes_onsets_and_fit_and_is_resumable(tmp_path, home, monkeypatch):
+    cfg = tiny_config(*SWEEP, f"sweep.out_dir={tmp_path / 'study'}")
+    data = fake_data()
+    summary = run_sweep(cfg, data=data, quiet=True)
+    study = tmp_path / "study"
+    with open(study / "onsets.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ONSET_COLUMNS
+    assert [r["name"] for r in rows] == ["25K-s0-continual", "85K-s0-continual"]
+    assert [int(r["non_embedding_params"]) for r in rows] == [25_472, 84_960]
+    fit = read_json(study / "fit.json")
+    assert "needs at least 3" in fit["error"]  # two sizes cannot give a scaling law
+    info = read_json(study / "study.json")
+    assert [r["status"] for r in info["runs"]] == ["done", "done"]
+    assert info["stages"]["train"]["status"] == "done"
+    assert summary["runs"] == 2
+
+    # a second sweep trains nothing and probes nothing
+    import plasticlm.experiment as exp
+    import plasticlm.probe as probe
+
+    monkeypatch.setattr(exp, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    monkeypatch.setattr(probe, "run_probe", lambda *a, **k: (_ for _ in ()).throw(AssertionError("reprobed")))
+    run_sweep(cfg, data=data, quiet=True)
+
+
+def test_interrupted_run_resumes_in_sweep(tmp_path, home):
+    cfg = tiny_config(*SWEEP, "sweep.presets=[25K]", f"sweep.out_dir={tmp_path / 'study'}")
+    data = fake_data()
+    run_sweep(cfg, data=data, quiet=True)
+    run_dir = tmp_path / "study" / "runs" / "25K-s0-continual"
+    ref = (run_dir / "metrics.jsonl").read_text().count("val/aa/bpb")
+    # pretend the run was killed after its third task: roll back to that checkpoint
+    from plasticlm.checkpoint import checkpoints_dir
+    from plasticlm.runlog import atomic_write_text
+    from plasticlm.train import update_run_json
+
+    atomic_write_text(checkpoints_dir(run_dir) / "latest", "task-000002\n")
+    update_run_json(run_dir, status="interrupted")
+    run_sweep(cfg, data=data, quiet=True)
+    assert read_json(run_dir / "run.json")["status"] == "done"
+    assert (run_dir / "metrics.jsonl").read_text().count("val/aa/bpb") == ref
