@@ -2,7 +2,8 @@
 
 Every function takes plain numbers (no run directories), draws with matplotlib's object API on an
 Agg canvas (no pyplot, no global backend state, nothing imported at module import time) and writes
-the PNG with ``runlog.atomic_write_bytes``. Callers decide whether a figure has enough data; the
+the PNG atomically (``runlog.atomic_write_bytes``; the onset-vs-size figure is
+``scaling.plot_onset_fit``'s). Callers decide whether a figure has enough data; the
 functions only assume at least one panel / point as documented.
 """
 
@@ -11,7 +12,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -57,30 +58,12 @@ class BpbPanel:
     """Token counts of cycle boundaries (drawn as faint vertical lines)."""
 
 
-@dataclass
-class OnsetFit:
-    """What the onset-vs-size figure draws: points, the power law T = a P^b and its statistics."""
-
-    params: Sequence[float]
-    onsets: Sequence[float]
-    labels: Sequence[str]
-    a: float
-    b: float
-    b_se: float | None
-    extrapolations: list[dict[str, Any]] = field(default_factory=list)
-    """``fit.json`` extrapolations: {"params", "onset", "pi95"}."""
-    band: bool = True
-    """Draw the 95% confidence band (only valid when the fit was made on exactly these points)."""
-    tokens_per_task: float | None = None
-    r2: float | None = None
-
-
 # --------------------------------------------------------------------------------------------
 # Plumbing
 # --------------------------------------------------------------------------------------------
 
 
-def _figure(n_panels: int, ncols: int = 3, sharey: bool = False) -> tuple[Any, list[Any]]:
+def _figure(n_panels: int, ncols: int = 3) -> tuple[Any, list[Any]]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -88,7 +71,7 @@ def _figure(n_panels: int, ncols: int = 3, sharey: bool = False) -> tuple[Any, l
     nrows = math.ceil(n_panels / ncols)
     fig = Figure(figsize=(max(PANEL_W * ncols, MIN_W), PANEL_H * nrows + 0.6), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False, sharey=sharey).ravel().tolist()
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
     for ax in axes[n_panels:]:
         ax.set_visible(False)
     return fig, axes[:n_panels]
@@ -116,18 +99,6 @@ def _legend_below(fig: Any, axes: list[Any]) -> None:
         fits = max(1, int(fig.get_figwidth() * 72 / (longest * 5.2 + 40)))  # about 5.2 pt per character at 8 pt
         fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncols=min(fits, len(seen)),
                    fontsize=8, frameon=False)
-
-
-def _plain_log(axis: Any) -> None:
-    """Plain numbers (0.1, 4, 10) instead of 4x10^0 on a log axis; minor ticks labelled when few decades."""
-    from matplotlib.ticker import LogFormatter
-
-    class Plain(LogFormatter):
-        def _num_to_string(self, x: float, vmin: float, vmax: float) -> str:
-            return f"{x:g}"
-
-    axis.set_major_formatter(Plain(labelOnlyBase=False))
-    axis.set_minor_formatter(Plain(labelOnlyBase=False, minor_thresholds=(2, 0.5)))
 
 
 def _cycles_axis(ax: Any, tasks_per_cycle: int | None) -> None:
@@ -234,93 +205,22 @@ def plot_val_bpb(panels: Sequence[BpbPanel], path: str | Path, *, title: str) ->
     return _save(fig, path)
 
 
-def power_band(params: np.ndarray, onsets: np.ndarray, a: float, b: float, b_se: float,
-               grid: np.ndarray, level: float = 0.95) -> tuple[np.ndarray, np.ndarray] | None:
-    """Confidence band of the mean of T = a P^b fitted by OLS on (ln P, ln T) at ``grid``.
+def plot_onset_fit(params: Sequence[float], onsets: Sequence[float], extrapolate_to: Sequence[float],
+                   path: str | Path, tokens_per_task: float | None = None) -> Path:
+    """Onset vs non-embedding parameters, log-log, with the power law and its 95% confidence band and
+    the extrapolated onsets with prediction intervals (Figure 3 of arXiv:2606.24752), drawn by
+    ``plasticlm.scaling.plot_onset_fit``.
 
-    The OLS residual scale follows from the slope's standard error, s = b_se * sqrt(Sxx), so the band
-    c + b u0 -/+ t_{n-2} s sqrt(1/n + (u0 - ubar)^2 / Sxx) (u = ln P, c = ln a) needs only the points
-    and fit.json's a, b, b_se. None when it is undefined (n < 3 or all points at one size).
+    fit.json holds the fit's statistics but not the OLS residual scale the band needs, so the power
+    law is refitted here on the same points (``scaling.fit_form``; identical to fit.json's when the
+    points are the fit's) and the extrapolations recomputed from it at ``extrapolate_to``.
     """
-    from scipy import stats
+    from plasticlm.scaling import extrapolate, fit_form
+    from plasticlm.scaling import plot_onset_fit as draw
 
-    u = np.log(np.asarray(params, dtype=np.float64))
-    n = u.size
-    sxx = float(np.sum((u - u.mean()) ** 2))
-    if n < 3 or sxx <= 0 or b_se is None or not math.isfinite(b_se) or a <= 0:
-        return None
-    s = b_se * math.sqrt(sxx)
-    t = stats.t.ppf((1 + level) / 2, n - 2)
-    u0 = np.log(grid)
-    half = t * s * np.sqrt(1 / n + (u0 - u.mean()) ** 2 / sxx)
-    v0 = math.log(a) + b * u0
-    return np.exp(v0 - half), np.exp(v0 + half)
-
-
-def plot_onset_vs_params(fit: OnsetFit, path: str | Path) -> Path:
-    """Onset vs non-embedding parameters on log-log axes with the fitted power law (Figure 3 of
-    arXiv:2606.24752): onsets of the runs, T = a P^b with its 95% confidence band, and the
-    extrapolated onsets with their 95% prediction intervals."""
-    p = np.asarray(fit.params, dtype=np.float64)
-    t_obs = np.asarray(fit.onsets, dtype=np.float64)
-    ex = fit.extrapolations
-    xs = np.concatenate([p, [e["params"] for e in ex]])
-    grid = np.geomspace(xs.min() / 1.5, xs.max() * 1.5, 200)
-    fig, (ax,) = _figure(1)
-    fig.set_size_inches(6.6, 4.6)
-    band = power_band(p, t_obs, fit.a, fit.b, fit.b_se, grid) if fit.band else None
-    if band is not None:
-        ax.fill_between(grid, band[0], band[1], color="C0", alpha=0.2, lw=0, label="95% confidence band")
-    label = f"T = a P^b: a = {fit.a:.3g}, b = {fit.b:.3f}"
-    if fit.r2 is not None:
-        label += f", R$^2$ = {fit.r2:.2f}"
-    ax.plot(grid, fit.a * grid ** fit.b, color="C0", lw=1.5, label=label)
-    ax.plot(p, t_obs, "o", color="C1", ms=6, label="onsets (runs)")
-    for xi, yi, text in zip(p, t_obs, fit.labels):
-        ax.annotate(text, (xi, yi), textcoords="offset points", xytext=(5, -10), fontsize=7)
-    if ex:
-        ey = np.array([e["onset"] for e in ex], dtype=float)
-        lo = np.array([(e.get("pi95") or [y, y])[0] for e, y in zip(ex, ey)], dtype=float)
-        hi = np.array([(e.get("pi95") or [y, y])[1] for e, y in zip(ex, ey)], dtype=float)
-        ax.errorbar([e["params"] for e in ex], ey, yerr=[ey - lo, hi - ey], fmt="s", color="C3", capsize=3,
-                    label="extrapolated (95% prediction interval)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    _plain_log(ax.yaxis)
-    ax.set_xlabel("non-embedding parameters P")
-    ax.set_ylabel("onset T (task instances)")
-    if fit.tokens_per_task:
-        tpt = fit.tokens_per_task
-        right = ax.secondary_yaxis("right", functions=(lambda t: t * tpt, lambda tok: tok / tpt))
-        right.set_ylabel("onset (training tokens)")
-        from matplotlib.ticker import FuncFormatter
-
-        right.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: si(v)))
-        right.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: ""))
-    ax.set_title("Onset of plasticity loss vs model size")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7.5, loc="upper left")
-    return _save(fig, path)
-
-
-def onset_fit_figure(fit: OnsetFit, path: str | Path) -> Path:
-    """The onset-vs-size figure: ``plasticlm.scaling.plot_onset_fit`` where that module exists,
-    else ``plot_onset_vs_params``.
-
-    ``scaling.plot_onset_fit`` takes the fitted ``FormFit`` (its band needs the OLS residual scale),
-    which fit.json does not hold: it is refitted from the same points with ``scaling.fit_form``, so
-    it is used only when ``fit.band`` says the points are the fit's.
-    """
-    try:
-        from plasticlm import scaling
-    except ImportError:
-        scaling = None
-    if scaling is not None and hasattr(scaling, "plot_onset_fit") and fit.band:
-        p, t_obs = np.asarray(fit.params, float), np.asarray(fit.onsets, float)
-        extra = [scaling.Extrapolation(float(e["params"]), float(e["onset"]), tuple(e["pi95"]), e.get("tokens"))
-                 for e in fit.extrapolations if e.get("pi95")]
-        return Path(scaling.plot_onset_fit((p, t_obs), scaling.fit_form(p, t_obs, "power"), extra, path))
-    return plot_onset_vs_params(fit, path)
+    p, t_obs = np.asarray(params, dtype=np.float64), np.asarray(onsets, dtype=np.float64)
+    power = fit_form(p, t_obs, "power")
+    return Path(draw((p, t_obs), power, extrapolate(power, list(extrapolate_to), tokens_per_task), path))
 
 
 def png_size(path: str | Path) -> tuple[int, int]:

@@ -43,6 +43,9 @@ class RunOnset:
     """Why there is no onset."""
     source: str
     """Where it comes from: 'onsets.csv' or "computed from each run's probes.jsonl"."""
+    fraction_null: float | None = None
+    """Fraction of bootstrap draws without an onset (when known: onset_from_run, or an onsets.csv
+    column ``ci_fraction_null``)."""
 
 
 @dataclass
@@ -274,7 +277,8 @@ def _read_onsets_csv(inp: ReportInput) -> dict[str, dict[str, Any]]:
             for line, row in enumerate(csv.DictReader(f), start=2):
                 try:
                     out[row["name"]] = {k: _num(row.get(k)) for k in (
-                        "onset_task_index", "onset_tokens", "ci95_low", "ci95_high", "net_degradation_tokens")}
+                        "onset_task_index", "onset_tokens", "ci95_low", "ci95_high", "net_degradation_tokens",
+                        "ci_fraction_null")}
                 except (KeyError, ValueError) as e:
                     inp.problems.append(f"onsets.csv line {line}: not a valid onset row ({e}); ignored")
     except (OSError, csv.Error, UnicodeDecodeError) as e:
@@ -285,17 +289,14 @@ def _read_onsets_csv(inp: ReportInput) -> dict[str, dict[str, Any]]:
 
 def _run_onset(inp: ReportInput, run: RunData, row: dict[str, Any] | None, n_boot: int | None) -> RunOnset | None:
     """The onset from onsets.csv when the study wrote one, else computed from the run's probes."""
-    if not run.probes:
-        if row is None:
-            return None
-        return RunOnset(row["onset_task_index"], row["onset_tokens"], _ci(row), row["net_degradation_tokens"],
-                        None if row["onset_task_index"] is not None else "no onset (onsets.csv)", "onsets.csv")
-    reason = None
     if row is not None:
+        reason = None
         if row["onset_task_index"] is None:
-            reason = _reason(run)
+            reason = _reason(run) if run.probes else "no onset (onsets.csv)"
         return RunOnset(row["onset_task_index"], row["onset_tokens"], _ci(row), row["net_degradation_tokens"],
-                        reason, "onsets.csv")
+                        reason, "onsets.csv", row["ci_fraction_null"])
+    if not run.probes:
+        return None
     try:
         doc = onset_from_run(run.path, window=WINDOW, n_boot=n_boot)
     except (PlasticError, OSError, ValueError, KeyError) as e:
@@ -303,7 +304,7 @@ def _run_onset(inp: ReportInput, run: RunData, row: dict[str, Any] | None, n_boo
         return None
     ci = tuple(doc["ci95"]) if doc.get("ci95") else None
     return RunOnset(doc["onset_task_index"], doc["onset_tokens"], ci, doc["net_degradation_tokens"], doc["reason"],
-                    "computed from each run's probes.jsonl")
+                    "computed from each run's probes.jsonl", doc.get("ci_fraction_null"))
 
 
 def _ci(row: dict[str, Any]) -> tuple[float, float] | None:

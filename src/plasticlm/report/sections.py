@@ -123,7 +123,11 @@ def _onset_sentence(run: RunData) -> str:
     if o is None:
         return f"{run.label} ({run.stream}): onset unknown (see Input problems)"
     if o.task_index is None:
-        return f"{run.label} ({run.stream}): no onset: {o.reason or 'none was found'}"
+        text = f"{run.label} ({run.stream}): no onset: {o.reason or 'none was found'}"
+        if o.ci is not None:  # the point estimate has none, but some resampled curves do
+            text += (f"; some bootstrap resamples of the validation sequences do show one, 95% of them within "
+                     f"{interval(o.ci)} task instances")
+        return text
     text = f"{run.label} ({run.stream}): onset after {ti(o.task_index)} task instances"
     tpc = run.tasks_per_cycle
     cycles = o.task_index / tpc if tpc else None
@@ -142,6 +146,8 @@ def _onset_sentence(run: RunData) -> str:
         text += ": every bootstrap draw with an onset put it at the same probe"
     if hi - lo > 0.5 * o.task_index:
         text += ": a wide interval, the onset is poorly determined"
+    if o.fraction_null:
+        text += f"; {100 * o.fraction_null:.0f}% of the bootstrap draws find no onset at all"
     return text
 
 
@@ -207,10 +213,11 @@ def onsets(ctx: Context) -> Section | Skipped | None:
     ])
 
 
-def _fit_points(inp: ReportInput) -> tuple[list[float], list[float], list[str]]:
-    pts = [(float(r.params), float(r.onset.task_index), r.label) for r in continual_runs(inp)
+def _fit_points(inp: ReportInput) -> tuple[list[float], list[float]]:
+    """(non-embedding params, onset) of every continual run with an onset: the scaling law's points."""
+    pts = [(float(r.params), float(r.onset.task_index)) for r in continual_runs(inp)
            if r.params and r.onset is not None and r.onset.task_index is not None]
-    return [p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts]
+    return [p for p, _ in pts], [t for _, t in pts]
 
 
 def _tokens_per_task(inp: ReportInput) -> float | None:
@@ -226,7 +233,7 @@ def scaling(ctx: Context) -> Section | Skipped | None:
     if inp.kind != "study":
         return None
     title = "Onset vs model size"
-    P, T, labels = _fit_points(inp)
+    P, T = _fit_points(inp)
     n_sizes = len(set(P))
     have = f"Onsets exist for {len(P)} run(s) at {n_sizes} size(s)."
     if inp.fit is None:
@@ -234,26 +241,23 @@ def scaling(ctx: Context) -> Section | Skipped | None:
     fit = inp.fit
     power = fit["fits"]["power"]
     blocks: list[Block] = []
-    consistent = len(P) >= 3 and fit.get("n") == len(P) and math.isclose(
-        float(np.polyfit(np.log(P), np.log(T), 1)[0]), float(power["b"]), rel_tol=1e-6, abs_tol=1e-9)
-    if not consistent:
-        blocks.append(Note(
-            f"fit.json was fitted to {fit.get('n')} onsets, but the runs hold {len(P)} onsets that do not "
-            "reproduce its exponent (a study still running, or onsets recomputed since the fit): the figure "
-            "shows the fitted law without its confidence band. Re-run the fit to bring them in line."))
-    if P:
-        spec = F.OnsetFit(P, T, labels, float(power["a"]), float(power["b"]), power.get("b_se"),
-                          [e for e in fit.get("extrapolations") or [] if e.get("onset") is not None],
-                          band=consistent, tokens_per_task=_tokens_per_task(inp), r2=power.get("r2"))
+    if n_sizes >= 3:
+        sizes = [e["params"] for e in fit.get("extrapolations") or [] if e.get("params")]
         blocks.append(ctx.figure(
-            "fig-onset-fit.png", lambda p: F.onset_fit_figure(spec, p),
+            "fig-onset-fit.png", lambda p: F.plot_onset_fit(P, T, sizes, p, _tokens_per_task(inp)),
             "Onset versus non-embedding parameters with the fitted power law",
             "Onset T (task instances) against non-embedding parameters P, log-log: the runs' onsets, the power "
             "law T = a P^b fitted by OLS on (ln P, ln T) with its 95% confidence band, and extrapolated onsets "
             "with 95% prediction intervals. As Figure 3 of arXiv:2606.24752.",
         ))
+        b_now = float(np.polyfit(np.log(P), np.log(T), 1)[0])
+        if fit.get("n") != len(P) or not math.isclose(b_now, float(power["b"]), rel_tol=1e-6, abs_tol=1e-9):
+            blocks.append(Note(
+                f"fit.json was fitted to {fit.get('n')} onsets (b = {float(power['b']):.3g}), but the runs now hold "
+                f"{len(P)} onsets (b = {b_now:.3g} refitted): the figure shows the refit, the tables and the summary "
+                "fit.json. Run `plasticlm sweep` again to bring fit.json up to date."))
     else:
-        blocks.append(Note(f"No run has an onset, so there are no points to draw. {have}"))
+        blocks.append(Note(f"The runs hold too few onsets to draw a power law (3 sizes needed). {have}"))
     best = fit.get("best_by_loo")
     rows, best_rows = [], set()
     forms = [f for f in FORM_ORDER if f in fit["fits"]] + [f for f in fit["fits"] if f not in FORM_ORDER]
@@ -435,7 +439,7 @@ def problems(ctx: Context) -> Section | Skipped | None:
 
 
 def _fit_sentences(inp: ReportInput) -> list[str]:
-    P, _, _ = _fit_points(inp)
+    P, _ = _fit_points(inp)
     if inp.fit is None:
         return [f"No scaling-law fit: {inp.fit_note}. Onsets exist for {len(P)} run(s) at {len(set(P))} size(s)."]
     fit = inp.fit
@@ -465,8 +469,8 @@ def _fit_sentences(inp: ReportInput) -> list[str]:
         out.append(f"b >= 1: here the onset grows at least linearly with size ({double}); arXiv:2606.24752 "
                    "finds b < 1.")
     if isinstance(n, int) and n - 2 <= 2:
-        out.append(f"Only {n} onsets: the fit has {n - 2} residual degree(s) of freedom, so its intervals are wide "
-                   "and b is indicative only.")
+        out.append(f"Only {n} onsets: the fit has {n - 2} residual degree(s) of freedom, so b and its intervals "
+                   "rest on very little data; one more size could change them a lot.")
     best = fit.get("best_by_loo")
     if best:
         out.append(f"By leave-one-out RMSE the best form is {best}"
@@ -496,10 +500,11 @@ def _stationary_sentences(inp: ReportInput) -> list[str]:
             continue
 
         def net(r: RunData) -> str:
-            return "not reached" if r.onset is None or r.onset.net_tokens is None else f"{tokens(r.onset.net_tokens)}"
+            return "not reached" if r.onset is None or r.onset.net_tokens is None else \
+                f"at {tokens(r.onset.net_tokens)} tokens"
 
-        out.append(f"{s.label}: net degradation (smoothed dAUC above 0 after its minimum) at {net(c)} tokens on the "
-                   f"continual stream vs {net(s)} on the stationary stream.")
+        out.append(f"{s.label}: net degradation (smoothed dAUC above 0 after its minimum) {net(c)} on the "
+                   f"continual stream, {net(s)} on the stationary stream.")
     return out
 
 
