@@ -132,7 +132,7 @@ def test_summary_states_onsets_fit_and_its_limits(study_dir, study_report):
 
 @pytest.mark.parametrize("b, ci, says", [
     (0.45, [0.3, 0.6], "b < 1 with the whole CI below 1: the onset grows sublinearly, slower than model size; "
-                       "doubling the non-embedding parameters delays the onset by a factor 2^b = 1.37, not 2"),
+                       "doubling the non-embedding parameters multiplies the onset by 2^b = 1.37, not 2"),
     (0.7, [0.2, 1.3], "but the CI reaches 1, so linear growth is not excluded by these data"),
     (0.4, [-0.1, 0.9], "The 95% CI of b includes 0: these data do not show that larger models lose plasticity later"),
     (1.2, [1.1, 1.3], "b >= 1: here the onset grows at least linearly with size"),
@@ -164,6 +164,26 @@ def test_onset_sentence_says_when_the_interval_is_wide_or_draws_have_no_onset():
     assert text.endswith("; 30% of the bootstrap draws find no onset at all")
     run.onset = RunOnset(5.0, 1600.0, None, None, None, "onsets.csv")
     assert "no confidence interval" in _onset_sentence(run)
+
+
+def test_a_large_study_summarises_onsets_per_size_and_stream():
+    from plasticlm.report.load import RunData, RunOnset
+    from plasticlm.report.sections import _onset_lines
+
+    runs = [RunData(f"{p}-s{seed}-{stream}", ".", Path("."), preset=p, seed=seed, stream=stream, params=n,
+                    onset=RunOnset(None if seed == 0 and stream == "stationary" else 3.0 + seed, None, None, None,
+                                   "reason", "onsets.csv"))
+            for p, n in (("85K", 84_960), ("25K", 25_472)) for seed in range(4)
+            for stream in ("continual", "stationary")]
+    lines = _onset_lines(runs)
+    assert lines == [
+        "25K (continual, 4 runs): onset after 3, 4, 5, 6 task instances.",
+        "85K (continual, 4 runs): onset after 3, 4, 5, 6 task instances.",
+        "25K (stationary, 4 runs): onset after 4, 5, 6 task instances; no onset in 1 of them.",
+        "85K (stationary, 4 runs): onset after 4, 5, 6 task instances; no onset in 1 of them.",
+        "Each run's onset, its confidence interval, or why it has none: the Onsets table.",
+    ]
+    assert len(_onset_lines(runs[:12])) == 12  # up to 12 runs: one sentence each
 
 
 def test_probe_figure_marks_the_onsets_of_onsets_csv_and_the_window3_mean(study_dir, monkeypatch, tmp_path):

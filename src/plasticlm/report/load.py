@@ -292,7 +292,7 @@ def _run_onset(inp: ReportInput, run: RunData, row: dict[str, Any] | None, n_boo
     if row is not None:
         reason = None
         if row["onset_task_index"] is None:
-            reason = _reason(run) if run.probes else "no onset (onsets.csv)"
+            reason = _reason(run) if run.probes else "the run has no probes yet"
         return RunOnset(row["onset_task_index"], row["onset_tokens"], _ci(row), row["net_degradation_tokens"],
                         reason, "onsets.csv", row["ci_fraction_null"])
     if not run.probes:

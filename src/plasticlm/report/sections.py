@@ -455,7 +455,7 @@ def _fit_sentences(inp: ReportInput) -> list[str]:
         text += f", R^2 = {pw['r2']:.2f} in linear space"
     out = [text + "."]
     lo, hi = (ci if ci and ci[0] is not None and ci[1] is not None else (None, None))
-    double = f"doubling the non-embedding parameters delays the onset by a factor 2^b = {2 ** b:.2f}"
+    double = f"doubling the non-embedding parameters multiplies the onset by 2^b = {2 ** b:.2f}"
     if lo is not None and lo <= 0:
         out.append(f"The 95% CI of b includes 0: these data do not show that larger models lose plasticity later "
                    f"(point estimate: {double}).")
@@ -508,6 +508,29 @@ def _stationary_sentences(inp: ReportInput) -> list[str]:
     return out
 
 
+MAX_RUN_LINES = 12
+"""Above this many runs the summary gives onsets per size and stream, not per run."""
+
+
+def _onset_lines(runs: list[RunData]) -> list[str]:
+    """Onset sentences: one per run, or one per (size, stream) for a large study."""
+    ordered = sorted(runs, key=lambda r: (r.stream == "stationary", r.params or 0, r.seed or 0))
+    if len(ordered) <= MAX_RUN_LINES:
+        return [_onset_sentence(r) + "." for r in ordered]
+    groups: dict[tuple[str, str | None], list[RunData]] = defaultdict(list)
+    for r in ordered:
+        groups[(r.preset or r.name, r.stream)].append(r)
+    lines = []
+    for (preset, stream), rs in groups.items():
+        found = [r.onset.task_index for r in rs if r.onset is not None and r.onset.task_index is not None]
+        parts = [f"onset after {', '.join(ti(t) for t in found)} task instances"] if found else []
+        if len(found) < len(rs):
+            parts.append(f"no onset in {len(rs) - len(found)} of them")
+        lines.append(f"{preset} ({stream}, {len(rs)} runs): {'; '.join(parts)}.")
+    lines.append("Each run's onset, its confidence interval, or why it has none: the Onsets table.")
+    return lines
+
+
 def summary(ctx: Context, skipped: list[Skipped]) -> Section:
     inp = ctx.inp
     runs = inp.runs
@@ -530,9 +553,8 @@ def summary(ctx: Context, skipped: list[Skipped]) -> Section:
         items.append(f"{len(runs)} runs ({done} done) at {len(_by_size(runs))} sizes (non-embedding parameters): "
                      f"{sizes}; streams: " + ", ".join(f"{k} x{v}" for k, v in streams.items())
                      + f"; seeds: {', '.join(map(str, seeds)) or '-'}.")
-    items += [_onset_sentence(r) + "." for r in runs if r.stream != "stationary" or inp.kind == "run"]
+    items += _onset_lines(runs)
     if inp.kind == "study":
-        items += [_onset_sentence(r) + "." for r in runs if r.stream == "stationary"]
         items += _fit_sentences(inp)
         items += _stationary_sentences(inp)
     for s in skipped:
