@@ -57,3 +57,16 @@ def test_single_run_report_loads_in_the_browser(chromium, study_dir, tmp_path):
     shutil.copytree(study_dir / "runs" / "25K-s0-stationary", run, ignore=shutil.ignore_patterns("checkpoints"))
     report = make_report(run, n_boot=20)
     assert_clean(chromium.open(report.index.as_uri()), report)
+
+
+def test_without_chromium_and_without_root_the_browser_tests_skip_with_the_reason(monkeypatch):
+    import tests.browser as b
+
+    monkeypatch.setattr(b, "find_chromium", lambda: None)
+    monkeypatch.setattr(b.os, "geteuid", lambda: 1000)
+    monkeypatch.delenv("PLASTICLM_REQUIRE_BROWSER", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="installing it needs root"):
+        b.ensure_chromium()
+    monkeypatch.setenv("PLASTICLM_REQUIRE_BROWSER", "1")  # CI that must run them fails instead
+    with pytest.raises(pytest.fail.Exception, match="required"):
+        b.ensure_chromium()

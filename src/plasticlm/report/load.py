@@ -117,7 +117,6 @@ class ReportInput:
     kind: Literal["study", "run"]
     runs: list[RunData]
     study: dict[str, Any] | None = None
-    config: Config | None = None
     fit: dict[str, Any] | None = None
     fit_note: str | None = None
     """Why there is no usable fit (fit.json absent, holding an error, or unreadable)."""
@@ -175,11 +174,6 @@ def _read(inp: ReportInput, path: Path, what: str) -> Any:
 def _load_study(inp: ReportInput) -> None:
     root = inp.root
     inp.study = _read(inp, root / "study.json", "the study record")
-    if (root / "config.toml").exists():
-        try:
-            inp.config = load_config(root / "config.toml")
-        except PlasticError as e:
-            inp.problems.append(inp.rel(f"config.toml: {e}"))
     entries = list((inp.study or {}).get("runs") or [])
     listed = {e.get("run_dir") for e in entries}
     runs_dir = root / "runs"
