@@ -18,3 +18,12 @@ def home(tmp_path, monkeypatch):
     """An isolated $PLASTICLM_HOME for tests that build corpora or caches."""
     monkeypatch.setenv("PLASTICLM_HOME", str(tmp_path / "home"))
     return tmp_path / "home"
+
+
+@pytest.fixture(scope="session")
+def study_dir(tmp_path_factory):
+    """A small study directory (real tiny runs + runs with designed onsets); see tests/studies.py."""
+    from tests.studies import make_study
+
+    torch.set_num_threads(1)
+    return make_study(tmp_path_factory.mktemp("study"))

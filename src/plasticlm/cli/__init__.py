@@ -24,6 +24,7 @@ COMMAND_MODULES = (
     "plasticlm.cli.fit_cmd",
     "plasticlm.cli.plan_cmd",
     "plasticlm.cli.study_cmd",
+    "plasticlm.cli.report_cmd",
 )
 
 

@@ -1,0 +1,308 @@
+import csv
+import html
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from plasticlm.cli import main
+from plasticlm.errors import PlasticError
+from plasticlm.report import build_report, make_report
+from plasticlm.report import figures as F
+from plasticlm.runlog import atomic_write_json, read_json
+
+STUDY_SECTIONS = ["summary", "probe-scores", "onsets", "scaling", "stationary", "val-bpb", "scratch", "runs"]
+STUDY_FIGURES = {"fig-probe-scores.png", "fig-onset-fit.png", "fig-stationary.png", "fig-val-bpb.png",
+                 "fig-scratch.png"}
+
+
+@pytest.fixture(scope="module")
+def study_report(study_dir):
+    return make_report(study_dir, n_boot=50)
+
+
+def page(report) -> str:
+    return Path(report.index).read_text(encoding="utf-8")
+
+
+def text(report) -> str:
+    """The page's visible text, tags stripped and entities decoded, whitespace collapsed."""
+    body = re.sub(r"<style>.*?</style>", " ", page(report), flags=re.S)
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", body)))
+
+
+def section_text(report, sid: str) -> str:
+    m = re.search(rf'<section id="{sid}".*?</section>', page(report), flags=re.S)
+    assert m, f"no section {sid}"
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", m.group(0))))
+
+
+def onsets_csv(study: Path) -> dict[str, dict]:
+    with (study / "onsets.csv").open() as f:
+        return {r["name"]: r for r in csv.DictReader(f)}
+
+
+def copy_study(study: Path, dest: Path) -> Path:
+    shutil.copytree(study, dest, ignore=shutil.ignore_patterns("report", "checkpoints"))
+    return dest
+
+
+def assert_self_contained(report, root: Path) -> None:
+    doc = page(report)
+    srcs = re.findall(r'<img src="([^"]+)"', doc)
+    assert sorted(srcs) == sorted(p.name for p in report.figures)
+    for src in srcs:
+        assert not src.startswith("/") and "/" not in src, src
+        w, h = F.png_size(Path(report.index).parent / src)
+        assert w > 300 and h > 200
+    assert str(root.resolve()) not in doc and str(root) not in doc
+    assert not re.search(r"https?://|file:|<script|<link|@import|url\(", doc, flags=re.I)
+    assert doc.isascii()
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def test_study_report_has_every_section_figure_and_table(study_dir, study_report):
+    r = study_report
+    assert r.index == study_dir / "report" / "index.html" and r.sections == STUDY_SECTIONS and r.skipped == []
+    assert {p.name for p in r.figures} == STUDY_FIGURES
+    doc = page(r)
+    for sid in STUDY_SECTIONS:
+        assert f'<section id="{sid}"' in doc and f'href="#{sid}"' in doc
+    n = read_json(study_dir / "fit.json")["n"]
+    for caption in ["Onset of plasticity loss per run (onsets.csv)", f"Scaling-law fits (fit.json; n = {n} onsets)",
+                    "Power-law extrapolation of the onset", "Onset and net degradation by stream",
+                    "Runs and their configuration", "Study stages (study.json)"]:
+        assert f"<caption>{html.escape(caption)}" in doc, caption
+    assert "Figure could not be drawn" not in doc and 'class="note"' not in doc
+    assert_self_contained(r, study_dir)
+
+
+def test_fit_table_lists_every_form_and_marks_the_best_by_loo(study_dir, study_report):
+    fit = read_json(study_dir / "fit.json")
+    doc = page(study_report)
+    table = re.search(r"<caption>Scaling-law fits.*?</table>", doc, flags=re.S).group(0)
+    rows = re.findall(r"<tr( class=\"best\")?><td>(\w+)</td>", table)
+    assert [name for _, name in rows] == ["power", "linear", "linear_log", "exponential"]
+    assert [name for best, name in rows if best] == [fit["best_by_loo"]]
+    for col in ["b_se", "b 95% CI (OLS)", "b 95% CI (bootstrap over sizes)", "R^2", "RMSE (task instances)",
+                "LOO RMSE (task instances)"]:
+        assert f"<th>{html.escape(col)}</th>" in table
+    power = fit["fits"]["power"]
+    assert f"{power['b']:.4g}" in table and f"[{power['b_boot95'][0]:.4g}, {power['b_boot95'][1]:.4g}]" in table
+
+
+def test_summary_states_onsets_fit_and_its_limits(study_dir, study_report):
+    summary = section_text(study_report, "summary")
+    rows = onsets_csv(study_dir)
+    assert "10 runs (10 done) at 5 sizes" in summary and "25K (25,472)" in summary
+    assert "streams: continual x5, stationary x5" in summary
+    for name, row in rows.items():
+        label = name.split("-")[0] + " s0 (" + row["stream"] + ")"
+        if row["onset_task_index"]:
+            onset = int(float(row["onset_task_index"]))
+            assert f"{label}: onset after {onset} task instances" in summary
+            assert f"95% CI [{int(float(row['ci95_low']))}, {int(float(row['ci95_high']))}] task instances" in summary
+        else:
+            assert f"{label}: no onset: the smoothed score is lowest" in summary
+            if row["ci95_low"]:
+                assert f"some bootstrap resamples of the validation sequences do show one, 95% of them within [" \
+                       f"{int(float(row['ci95_low']))}, {int(float(row['ci95_high']))}] task instances" in summary
+    designed = [rows[f"{p}-s0-continual"]["onset_task_index"] for p in ("200K", "390K", "670K")]
+    assert designed == ["3", "5", "6"]
+    assert rows["670K-s0-stationary"]["onset_task_index"] == ""  # designed at 8 of 9 probes: still falling
+    assert "670K s0 (stationary): no onset: the smoothed score is lowest at its last point" in summary
+    fit = read_json(study_dir / "fit.json")
+    b, n = fit["fits"]["power"]["b"], fit["n"]
+    assert f"Power law T = a P^b fitted to {n} onsets at {fit['n_sizes']} sizes: b = {b:.3g}" in summary
+    if n == 3:  # only the designed onsets: 3, 5, 6 give b ~ 0.58 with an OLS CI far wider than [0, 1]
+        assert "The 95% CI of b includes 0: these data do not show that larger models lose plasticity later" in summary
+        assert "Only 3 onsets: the fit has 1 residual degree(s) of freedom, so b and its intervals rest on" in summary
+    assert f"2^b = {2 ** b:.2f}" in summary
+    far = 7e9 / max(float(r["non_embedding_params"]) for r in rows.values() if r["onset_task_index"]
+                    and r["stream"] == "continual")
+    assert "Extrapolated onsets of the power law: 1B params:" in summary and f"{far:.0f}x beyond the largest" in summary
+    assert "200K s0: net degradation (smoothed dAUC above 0 after its minimum) at 1.6K tokens on the continual " \
+        "stream, not reached on the stationary stream." in summary
+
+
+@pytest.mark.parametrize("b, ci, says", [
+    (0.45, [0.3, 0.6], "b < 1 with the whole CI below 1: the onset grows sublinearly, slower than model size; "
+                       "doubling the non-embedding parameters multiplies the onset by 2^b = 1.37, not 2"),
+    (0.7, [0.2, 1.3], "but the CI reaches 1, so linear growth is not excluded by these data"),
+    (0.4, [-0.1, 0.9], "The 95% CI of b includes 0: these data do not show that larger models lose plasticity later"),
+    (1.2, [1.1, 1.3], "b >= 1: here the onset grows at least linearly with size"),
+])
+def test_fit_interpretation(b, ci, says):
+    from plasticlm.report.load import ReportInput
+    from plasticlm.report.sections import _fit_sentences
+
+    fit = {"n": 8, "n_sizes": 8, "best_by_loo": "power", "fits": {"power": {"a": 0.01, "b": b, "b_ci95": ci,
+                                                                             "b_boot95": None, "r2": 0.9}},
+           "extrapolations": [{"params": 1e9, "onset": 120.0, "pi95": [60.0, 250.0], "tokens": 6e11}]}
+    out = " ".join(_fit_sentences(ReportInput(Path("."), "study", [], fit=fit)))
+    assert says in out
+    assert "fitted to 8 onsets at 8 sizes" in out and "residual degree" not in out
+    assert "1B params: 120 task instances (95% PI [60, 250]) = 600B tokens" in out
+    assert "best form is power (the power law)" in out
+
+
+def test_onset_sentence_says_when_the_interval_is_wide_or_draws_have_no_onset():
+    from plasticlm.report.load import RunData, RunOnset
+    from plasticlm.report.sections import _onset_sentence
+
+    probes = [{"task_index": k, "tokens_seen": 320 * k} for k in range(1, 10)]
+    run = RunData("r", ".", Path("."), preset="85K", seed=1, stream="continual", probes=probes,
+                  onset=RunOnset(5.0, 1600.0, (2.0, 8.0), None, None, "onsets.csv", 0.3))
+    text = _onset_sentence(run)
+    assert text.startswith("85K s1 (continual): onset after 5 task instances (1.6K tokens); 95% CI [2, 8] task "
+                           "instances ([640, 2.56K] tokens): a wide interval, the onset is poorly determined")
+    assert text.endswith("; 30% of the bootstrap draws find no onset at all")
+    run.onset = RunOnset(5.0, 1600.0, None, None, None, "onsets.csv")
+    assert "no confidence interval" in _onset_sentence(run)
+
+
+def test_a_large_study_summarises_onsets_per_size_and_stream():
+    from plasticlm.report.load import RunData, RunOnset
+    from plasticlm.report.sections import _onset_lines
+
+    runs = [RunData(f"{p}-s{seed}-{stream}", ".", Path("."), preset=p, seed=seed, stream=stream, params=n,
+                    onset=RunOnset(None if seed == 0 and stream == "stationary" else 3.0 + seed, None, None, None,
+                                   "reason", "onsets.csv"))
+            for p, n in (("85K", 84_960), ("25K", 25_472)) for seed in range(4)
+            for stream in ("continual", "stationary")]
+    lines = _onset_lines(runs)
+    assert lines == [
+        "25K (continual, 4 runs): onset after 3, 4, 5, 6 task instances.",
+        "85K (continual, 4 runs): onset after 3, 4, 5, 6 task instances.",
+        "25K (stationary, 4 runs): onset after 4, 5, 6 task instances; no onset in 1 of them.",
+        "85K (stationary, 4 runs): onset after 4, 5, 6 task instances; no onset in 1 of them.",
+        "Each run's onset, its confidence interval, or why it has none: the Onsets table.",
+    ]
+    assert len(_onset_lines(runs[:12])) == 12  # up to 12 runs: one sentence each
+
+
+def test_probe_figure_marks_the_onsets_of_onsets_csv_and_the_window3_mean(study_dir, monkeypatch, tmp_path):
+    from plasticlm.report import sections
+    from plasticlm.report.load import load_report_input
+
+    drawn, plot = {}, F.plot_score_panels
+    monkeypatch.setattr(F, "plot_score_panels",
+                        lambda panels, path, **kw: plot(drawn.setdefault(Path(path).name, panels), path, **kw))
+    ctx = sections.Context(load_report_input(study_dir), tmp_path)
+    sections.probe_scores(ctx)
+    panels = drawn["fig-probe-scores.png"]
+    assert [p.title.split(":")[0] for p in panels] == ["25K", "85K", "200K", "390K", "670K"]
+    rows = onsets_csv(study_dir)
+    for p in panels:
+        (s,) = p.series
+        row = rows[f"{p.title.split(':')[0]}-s0-continual"]
+        assert s.onset == (float(row["onset_task_index"]) if row["onset_task_index"] else None)
+        y = np.asarray(s.y)
+        assert np.allclose(s.smooth_y, (y[:-2] + y[1:-1] + y[2:]) / 3) and list(s.smooth_x) == list(s.x[1:-1])
+        assert list(s.x) == list(range(1, 10)) and y[0] == 0.0  # dAUC against the first probe
+
+
+def test_single_run_directory_report(study_dir, tmp_path):
+    run = copy_study(study_dir / "runs" / "25K-s0-continual", tmp_path / "run")
+    r = make_report(run, n_boot=20)
+    assert r.sections == ["summary", "probe-scores", "onsets", "val-bpb", "scratch", "runs"]
+    assert {p.name for p in r.figures} == {"fig-probe-scores.png", "fig-val-bpb.png", "fig-scratch.png"}
+    summary = section_text(r, "summary")
+    assert "Run run: preset 25K (25,472 non-embedding parameters), continual stream, 3 languages x 3 cycles" in summary
+    assert "computed from each run's probes.jsonl" in text(r)
+    assert_self_contained(r, run)
+
+
+def test_missing_or_failed_fit_is_explained(study_dir, tmp_path):
+    study = copy_study(study_dir, tmp_path / "s")
+    (study / "report").mkdir()
+    (study / "report" / "fig-onset-fit.png").write_bytes(b"stale")
+    (study / "fit.json").unlink()
+    r = make_report(study)
+    assert "fig-onset-fit.png" not in {p.name for p in r.figures}
+    assert not (study / "report" / "fig-onset-fit.png").exists()  # a figure of an earlier build is removed
+    scaling = section_text(r, "scaling")
+    assert "No scaling-law fit: fit.json is absent" in scaling and "Onsets exist for 3 run(s) at 3 size(s)" in scaling
+    assert "No scaling-law fit: fit.json is absent" in section_text(r, "summary")
+
+    atomic_write_json(study / "fit.json", {"error": "2 size(s) with an onset; a scaling-law fit needs at least 3",
+                                           "n": 2})
+    doc = read_json(study / "study.json")  # and a study without its stationary runs
+    doc["runs"] = [e for e in doc["runs"] if e["stream"] != "stationary"]
+    atomic_write_json(study / "study.json", doc)
+    for d in (study / "runs").glob("*-stationary"):
+        shutil.rmtree(d)
+    r = make_report(study)
+    summary = section_text(r, "summary")
+    assert "No scaling-law fit: the fit failed: 2 size(s) with an onset; a scaling-law fit needs at least 3" in summary
+    assert "Not shown: Continual vs stationary (no stationary run in this study" in summary
+    assert "fig-onset-fit.png" not in {p.name for p in r.figures} and "stationary" not in r.sections
+    assert_self_contained(r, study)
+
+
+def test_fit_json_older_than_the_onsets_is_flagged(study_dir, tmp_path):
+    study = copy_study(study_dir, tmp_path / "s")
+    fit = read_json(study / "fit.json")
+    fit["n"] += 1
+    fit["fits"]["power"]["b"] += 0.1
+    atomic_write_json(study / "fit.json", fit)
+    scaling = section_text(make_report(study), "scaling")
+    assert f"fit.json was fitted to {fit['n']} onsets (b = {fit['fits']['power']['b']:.3g}), but the runs now hold" \
+        in scaling and "the figure shows the refit" in scaling
+
+
+def test_runs_without_probes_or_onset_and_broken_files_render_with_reasons(study_dir, tmp_path):
+    study = copy_study(study_dir, tmp_path / "s")
+    doc = read_json(study / "study.json")
+    doc["runs"][0]["name"] = 'odd <b>"name"</b> & co'  # 25K continual: any text is escaped
+    doc["runs"].append({"name": "1M-s0-continual", "preset": "1M", "seed": 0, "stream": "continual",
+                        "run_dir": "runs/1M-s0-continual", "non_embedding_params": 10 ** 6, "status": "pending"})
+    atomic_write_json(study / "study.json", doc)
+    (study / "runs" / "85K-s0-continual" / "probes.jsonl").unlink()
+    (study / "runs" / "25K-s0-stationary" / "probes.jsonl").write_text('{"task_index": 1}\n')  # no auc
+    (study / "onsets.csv").write_text("name,onset_task_index\n")  # header only: every onset recomputed
+    (study / "fit.json").write_text("{not json")
+    r = make_report(study, n_boot=20)
+    summary = section_text(r, "summary")
+    assert "85K s0 (continual): no probes yet, so no onset" in summary
+    assert "1M s0 (continual): no probes yet, so no onset" in summary
+    assert "input problem(s)" in summary
+    problems = section_text(r, "problems")
+    assert "fit.json: cannot read the scaling-law fit" in problems and "probes.jsonl has a malformed row" in problems
+    assert "No probes yet for: 85K s0, 1M s0." in section_text(r, "probe-scores")
+    runs = section_text(r, "runs")
+    assert "pending (no run directory yet)" in runs
+    assert 'odd &lt;b&gt;&quot;name&quot;&lt;/b&gt; &amp; co' in page(r) and "<b>" not in page(r)
+    assert "25K s0 (stationary): no probes yet, so no onset" in summary
+    assert_self_contained(r, study)
+
+
+def test_run_without_probes_skips_probe_figures_with_a_reason(study_dir, tmp_path):
+    run = copy_study(study_dir / "runs" / "85K-s0-continual", tmp_path / "run")
+    (run / "probes.jsonl").unlink()
+    r = make_report(run)
+    assert r.sections == ["summary", "val-bpb", "runs"]
+    reasons = {s["section"]: s["reason"] for s in r.skipped}
+    assert set(reasons) == {"Probe score over training", "Onsets", "Against a fresh initialisation"}
+    assert "Not shown: Probe score over training (no run has probes yet" in section_text(r, "summary")
+
+
+def test_cli_report_json_and_errors(study_dir, tmp_path, capsys):
+    run = copy_study(study_dir / "runs" / "25K-s0-stationary", tmp_path / "run")
+    assert main(["report", str(run), "--json", "--bootstrap", "10"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["index"] == str(run / "report" / "index.html") and Path(doc["index"]).exists()
+    assert doc["sections"][0] == "summary" and all(Path(p).exists() for p in doc["figures"])
+    assert main(["report", str(run)]) == 0
+    assert capsys.readouterr().out.strip() == str(run / "report" / "index.html")
+    (tmp_path / "empty").mkdir()
+    assert main(["report", str(tmp_path / "empty")]) == 2
+    assert "no run found" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "missing")]) == 2
+    with pytest.raises(PlasticError, match="no run found"):
+        build_report(tmp_path / "empty")
