@@ -79,3 +79,19 @@ def test_sweep_of_two_micro_presets_on_the_synthetic_source(tmp_path, home):
         probes = read_json(tmp_path / "study" / "runs" / name / "run.json")
         assert probes["status"] == "done"
     assert len(summary["onsets"]) == 2
+
+
+def test_study_runs_every_stage_and_dry_run_plans(tmp_path, home, capsys):
+    from plasticlm.study import dry_run, run_study
+
+    cfg = tiny_config(*SWEEP, "sweep.presets=[25K]", f"sweep.out_dir={tmp_path / 'study'}")
+    plan = dry_run(cfg)
+    assert [r["status"] for r in plan["runs"]] == ["missing"] and not (tmp_path / "study").exists()
+    summary = run_study(cfg, data=fake_data(), quiet=True)
+    assert (tmp_path / "study" / "report" / "index.html").exists() and summary["report"].endswith("index.html")
+    stages = read_json(tmp_path / "study" / "study.json")["stages"]
+    assert {k: v["status"] for k, v in stages.items()} == {
+        "train": "done", "probe": "done", "onsets_and_fit": "done", "report": "done"}
+    assert [r["status"] for r in dry_run(cfg)["runs"]] == ["done"]
+    with open(tmp_path / "study" / "onsets.csv") as f:
+        assert "ci_fraction_null" in f.readline()

@@ -49,9 +49,13 @@ def run_study(cfg: Config, *, config_path: str | None = None, parallel: int | No
     summary = run_sweep(cfg, study_dir, config_path=config_path, parallel=parallel, quiet=quiet,
                         data=data if in_process else None)
     from plasticlm.report import build_report
+    from plasticlm.sweep import StudyLog
 
     t1 = time.perf_counter()
+    log = StudyLog(study_dir, cfg, config_path)
+    log.stage("report", "running")
     index = build_report(study_dir)
+    log.stage("report", "done", time.perf_counter() - t1)
     summary["report"] = str(index)
     summary["seconds"] = {"data": round(data_s, 1), "total": round(time.perf_counter() - t0, 1),
                           "report": round(time.perf_counter() - t1, 1)}

@@ -8,8 +8,9 @@ Study directory (stable; `plasticlm report` reads it)::
                        wall_time_s) and the stages with their status and seconds
       runs/<preset>-s<seed>-<stream>/   one run directory each (layout in train.py)
       onsets.csv       one row per run: name, preset, stream, non_embedding_params, seed,
-                       onset_task_index, onset_tokens, ci95_low, ci95_high, net_degradation_tokens,
-                       plus params and onset (aliases read by `plasticlm fit`)
+                       onset_task_index, onset_tokens, ci95_low, ci95_high, ci_fraction_null (share of
+                       bootstrap draws without an onset), net_degradation_tokens, plus params and onset
+                       (aliases read by `plasticlm fit`)
       fit.json         `plasticlm fit --json` on the continual onsets ({"error": ...} if impossible)
 
 Every stage is resumable: a finished run is skipped, an interrupted one resumes from its last
@@ -34,7 +35,7 @@ from plasticlm.model import build_gpt_config, non_embedding_params
 from plasticlm.runlog import atomic_write_json, atomic_write_text, environment_info, read_json, read_jsonl
 
 ONSET_COLUMNS = ["name", "preset", "stream", "non_embedding_params", "seed", "onset_task_index", "onset_tokens",
-                 "ci95_low", "ci95_high", "net_degradation_tokens", "params", "onset"]
+                 "ci95_low", "ci95_high", "ci_fraction_null", "net_degradation_tokens", "params", "onset"]
 
 
 @dataclass(frozen=True)
@@ -160,12 +161,14 @@ def onset_rows(specs: list[RunSpec], study_dir: Path, vocab_size: int) -> list[d
         try:
             doc = onset_from_run(run_dir, window=3, n_boot=s.cfg.probe.bootstrap, seed=s.seed)
         except PlasticError:
-            doc = {"onset_task_index": None, "onset_tokens": None, "ci95": None, "net_degradation_tokens": None}
+            doc = {"onset_task_index": None, "onset_tokens": None, "ci95": None, "net_degradation_tokens": None,
+                   "ci_fraction_null": None}
         ci = doc.get("ci95") or [None, None]
         rows.append({
             "name": s.name, "preset": s.preset, "stream": s.stream, "non_embedding_params": params, "seed": s.seed,
             "onset_task_index": doc["onset_task_index"], "onset_tokens": doc["onset_tokens"],
-            "ci95_low": ci[0], "ci95_high": ci[1], "net_degradation_tokens": doc.get("net_degradation_tokens"),
+            "ci95_low": ci[0], "ci95_high": ci[1], "ci_fraction_null": doc.get("ci_fraction_null"),
+            "net_degradation_tokens": doc.get("net_degradation_tokens"),
             "params": params, "onset": doc["onset_task_index"],
         })
     return rows

@@ -5,14 +5,7 @@ from __future__ import annotations
 from plasticlm.cli._common import add_json, add_set, print_json, print_table
 from plasticlm.config import load_config
 from plasticlm.plan import GPU_PEAK_TFLOPS, plan_study
-
-
-def si(x: float) -> str:
-    """1.92e12 -> '1.92T' (k, M, G, T), for token and parameter counts in tables."""
-    for unit, scale in (("T", 1e12), ("G", 1e9), ("M", 1e6), ("k", 1e3)):
-        if abs(x) >= scale:
-            return f"{x / scale:.3g}{unit}"
-    return f"{x:.3g}"
+from plasticlm.units import si
 
 
 def run(args) -> int:

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from plasticlm.runlog import atomic_write_bytes
+from plasticlm.units import si
 
 DPI = 110
 PANEL_W, PANEL_H = 4.6, 3.2
@@ -107,16 +108,6 @@ def _cycles_axis(ax: Any, tasks_per_cycle: int | None) -> None:
         top = ax.secondary_xaxis("top", functions=(lambda x: x / tasks_per_cycle, lambda c: c * tasks_per_cycle))
         top.set_xlabel("cycles", fontsize=8)
         top.tick_params(labelsize=7)
-
-
-def si(x: float) -> str:
-    """1234567 -> '1.23M' (tokens and parameter counts)."""
-    if x is None or not math.isfinite(x):
-        return "-"
-    for div, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
-        if abs(x) >= div:
-            return f"{x / div:.3g}{suffix}"
-    return f"{x:.3g}"
 
 
 # --------------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import numpy as np
 from plasticlm.report import figures as F
 from plasticlm.report.html import Block, Bullets, Image, Note, Paragraph, Section, Table
 from plasticlm.report.load import WINDOW, ReportInput, RunData
+from plasticlm.units import si
 
 FORM_ORDER = ("power", "linear", "linear_log", "exponential")
 
@@ -75,7 +76,7 @@ def interval(ci: Sequence[Any] | None, f: Callable[[Any], str] = ti) -> str:
 
 
 def tokens(x: Any) -> str:
-    return "-" if x is None else F.si(float(x))
+    return "-" if x is None else si(float(x))
 
 
 def params(x: Any) -> str:
@@ -283,7 +284,7 @@ def scaling(ctx: Context) -> Section | Skipped | None:
         blocks.append(Table(
             ["non-embedding params", "onset (task instances)", "95% PI (task instances)", "onset (tokens)",
              "95% PI (tokens)"],
-            [[F.si(e.get("params")), num(e.get("onset")), interval(e.get("pi95"), num), tokens(e.get("tokens")),
+            [[si(e.get("params")), num(e.get("onset")), interval(e.get("pi95"), num), tokens(e.get("tokens")),
               interval(e.get("tokens_pi95"), tokens)] for e in ex],
             caption="Power-law extrapolation of the onset (95% prediction intervals)"))
     return Section("scaling", title, blocks)
@@ -310,7 +311,7 @@ def stationary(ctx: Context) -> Section | Skipped | None:
     blocks: list[Block] = [ctx.figure(
         "fig-stationary.png",
         lambda p: F.plot_score_panels(panels, p, title="Continual vs stationary stream",
-                                      xlabel="training tokens seen", x_formatter=F.si),
+                                      xlabel="training tokens seen", x_formatter=si),
         "Probe score over training tokens, continual vs stationary stream",
         "dAUC against each run's first probe over training tokens seen, continual stream (solid) and the "
         "stationary mixture of the same languages (dashed); X: net degradation, the first probe after the "
@@ -480,7 +481,7 @@ def _fit_sentences(inp: ReportInput) -> list[str]:
     if ex:
         parts = []
         for e in ex:
-            s = f"{F.si(e['params'])} params: {num(e['onset'])} task instances (95% PI {interval(e.get('pi95'), num)})"
+            s = f"{si(e['params'])} params: {num(e['onset'])} task instances (95% PI {interval(e.get('pi95'), num)})"
             if e.get("tokens") is not None:
                 s += f" = {tokens(e['tokens'])} tokens"
             parts.append(s)
