@@ -29,8 +29,7 @@ lint: $(STAMP)
 	
 
 demo: $(STAMP)
-	$(BIN)/plasticlm presets --vocab-size 1024 --seq-len 128
-	$(BIN)/plasticlm config show configs/demo.toml
+	$(BIN)/plasticlm study configs/demo.toml
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_train.py
