@@ -109,7 +109,9 @@ def train_runs(specs: list[RunSpec], study_dir: Path, parallel: int = 1, quiet: 
             _train_one(s.run_dir(study_dir), s.cfg, quiet, data)
         return
     threads = max(1, (os.cpu_count() or 1) // parallel)
-    jobs = [(str(s.run_dir(study_dir)), dumps_toml(s.cfg), threads) for s in todo]
+    # largest models first: the pool then packs the small runs beside them instead of after them
+    order = sorted(todo, key=lambda s: -non_embedding_params(build_gpt_config(s.cfg.model, 1)))
+    jobs = [(str(s.run_dir(study_dir)), dumps_toml(s.cfg), threads) for s in order]
     totals = {s.name: _total_steps(s.cfg) for s in todo}
     bar = None
     if not quiet:
@@ -118,7 +120,7 @@ def train_runs(specs: list[RunSpec], study_dir: Path, parallel: int = 1, quiet: 
         bar = progress_bar(total=sum(totals.values()), unit="step",
                            desc=f"sweep ({len(todo)} runs, {parallel} at once)")
     with mp.get_context("spawn").Pool(min(parallel, len(todo))) as pool:
-        pending = pool.map_async(_train_worker, jobs)
+        pending = pool.map_async(_train_worker, jobs, chunksize=1)
         while not pending.ready():
             pending.wait(2.0)
             if bar is not None:
