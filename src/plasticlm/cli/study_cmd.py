@@ -10,7 +10,8 @@ def _print_onsets(summary: dict) -> None:
     rows = [{"run": r["name"], "params": r["non_embedding_params"],
              "onset (tasks)": "-" if r["onset_task_index"] is None else r["onset_task_index"],
              "onset tokens": "-" if r["onset_tokens"] is None else f"{r['onset_tokens']:,}",
-             "95% CI": "-" if r["ci95_low"] is None else f"[{r['ci95_low']}, {r['ci95_high']}]",
+             "95% CI": "-" if r["onset_task_index"] is None or r["ci95_low"] is None
+             else f"[{r['ci95_low']}, {r['ci95_high']}]",
              "net degradation tokens": "-" if r["net_degradation_tokens"] is None
              else f"{r['net_degradation_tokens']:,}"}
             for r in summary["onsets"]]
