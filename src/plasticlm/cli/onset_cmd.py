@@ -55,7 +55,7 @@ def run(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "onset", help="locate the onset of plasticity loss on a probe-score curve",
+        "onset", help="the onset of plasticity loss of a run (RUN_DIR) or of a score curve (--scores)",
         description="Onset = the task index of the interior minimum of the centred window-w moving "
         "average of the probe score (arXiv:2606.24752). The first and last (w-1)/2 points are never "
         "the onset; a minimum at the first or last smoothed point gives no onset, with a reason. "
