@@ -57,6 +57,10 @@ def test_semantic_validation():
         load_config(None, ["probe.language=en"])
     with pytest.raises(ConfigError, match=r"probe.after_languages has \['zh', 'de', 'ru'\]"):
         load_config(None, ["stream.languages=[en, fr]"])
+    with pytest.raises(ConfigError, match="train.device = 'gpu'"):
+        load_config(None, ["train.device=gpu"])
+    with pytest.raises(ConfigError, match="Adam betas"):
+        load_config(None, ["optim.beta2=1.5"])
     with pytest.raises(ConfigError, match="micro_batch_size"):
         load_config(None, ["train.batch_size=10", "train.micro_batch_size=3"])
 

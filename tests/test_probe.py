@@ -117,3 +117,53 @@ def test_permuted_stream_probes_a_held_out_permutation(tmp_path, home):
 
     assert setup.lang == "aa"
     assert np.array_equal(setup.val_windows, setup.permutation[fixed_windows(data.val["aa"], 4, 16)])
+
+
+def test_resuming_a_finished_run_keeps_post_hoc_probe_rows(tmp_path, home):
+    from plasticlm.experiment import resume_run
+    from plasticlm.probe import pending_checkpoints
+
+    data = fake_data()
+    cfg = tiny_config(*PROBE, "probe.in_run=false")
+    train_run(cfg, tmp_path / "run", data=data, quiet=True)
+    assert len(probe_run_dir(tmp_path / "run", data=data, progress=False)) == 2
+    resume_run(tmp_path / "run", data=data, quiet=True)
+    assert len(read_jsonl(tmp_path / "run" / "probes.jsonl")) == 2
+    assert pending_checkpoints(tmp_path / "run") == []
+    assert read_json(tmp_path / "run" / "run.json")["scratch"]["auc"] > 0  # recorded by post-hoc probing
+
+
+def test_in_run_probes_need_no_pinned_checkpoints(tmp_path, home):
+    train_run(tiny_config(*PROBE, "train.keep_last=1"), tmp_path / "run", data=fake_data(), quiet=True)
+    assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["task-000005"]
+    assert len(read_jsonl(tmp_path / "run" / "probes.jsonl")) == 2
+
+
+def test_a_diverging_probe_is_recorded_not_fatal(tmp_path, home, monkeypatch):
+    import json
+
+    import plasticlm.train as train_mod
+    from plasticlm.analysis import load_probes
+    from plasticlm.data.stream import Task
+    from plasticlm.errors import NonFiniteLoss
+    from plasticlm.probe import probe_row
+
+    real = train_mod.clip_and_step
+
+    def poisoned(model, optimizer, loss, grad_clip, step):
+        if step == 3:
+            raise NonFiniteLoss("non-finite loss (nan) at step 3; the weights were not updated")
+        return real(model, optimizer, loss, grad_clip, step)
+
+    data = fake_data()
+    cfg = tiny_config(*PROBE)
+    t = Trainer(cfg, tmp_path / "r", data, quiet=True)
+    setup = ProbeSetup.build(cfg, data, t.gpt_config, t.peak_lr, t.device)
+    monkeypatch.setattr(train_mod, "clip_and_step", poisoned)
+    result = run_probe(t.model, setup)  # returns instead of raising
+    assert result.auc is None and "probe step 3" in result.diverged and result.eval_steps == [0, 2]
+    row = probe_row("task-000002", Task(2, 0, 2, "cc", True, True), 100, result, None)
+    assert row["diverged"] and row["auc"] is None and row["dauc_scratch"] is None
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "probes.jsonl").write_text(json.dumps(row) + "\n")
+    assert load_probes(tmp_path / "run") == []  # kept in the file, left out of the score curve

@@ -45,7 +45,7 @@ def test_sweep_writes_onsets_and_fit_and_is_resumable(tmp_path, home, monkeypatc
 
 
 def test_interrupted_run_resumes_in_sweep(tmp_path, home):
-    cfg = tiny_config(*SWEEP, "sweep.presets=[25K]", f"sweep.out_dir={tmp_path / 'study'}")
+    cfg = tiny_config(*SWEEP, "sweep.presets=[25K]", "train.keep_last=10", f"sweep.out_dir={tmp_path / 'study'}")
     data = fake_data()
     run_sweep(cfg, data=data, quiet=True)
     run_dir = tmp_path / "study" / "runs" / "25K-s0-continual"
@@ -95,3 +95,14 @@ def test_study_runs_every_stage_and_dry_run_plans(tmp_path, home, capsys):
     assert [r["status"] for r in dry_run(cfg)["runs"]] == ["done"]
     with open(tmp_path / "study" / "onsets.csv") as f:
         assert "ci_fraction_null" in f.readline()
+
+
+def test_a_run_that_fails_does_not_stop_the_sweep(tmp_path, home, capsys):
+    cfg = tiny_config(*SWEEP, "optim.lr=1e30", "optim.grad_clip=0", f"sweep.out_dir={tmp_path / 'study'}")
+    summary = run_sweep(cfg, data=fake_data(), quiet=True)
+    info = read_json(tmp_path / "study" / "study.json")
+    assert [r["status"] for r in info["runs"]] == ["failed", "failed"]  # both trained, neither stopped the other
+    assert all(r["onset_task_index"] is None for r in summary["onsets"]) and "error" in summary["fit"]
+    assert "failed" in capsys.readouterr().err
+    run_sweep(cfg, data=fake_data(), quiet=True)  # failed runs are skipped, not repeated
+    assert read_json(tmp_path / "study" / "study.json")["stages"]["onsets_and_fit"]["status"] == "done"

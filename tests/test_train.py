@@ -157,3 +157,39 @@ def test_gradient_accumulation_matches_full_batch(tmp_path):
     # identical gradients up to float summation order (Adam's sign-like first update amplifies noise,
     # so weights are compared through their gradients, not after the steps)
     assert torch.allclose(ga.grads[0], gb.grads[0], rtol=1e-4, atol=1e-7)
+
+
+def test_permuted_evaluation_uses_the_permutation_of_the_task_just_trained(tmp_path, monkeypatch):
+    from plasticlm.train_callbacks import Evaluator
+
+    t = Trainer(tiny_config("stream.kind=permuted", "stream.permuted_base=aa"), tmp_path / "r", fake_data(),
+                quiet=True)
+    seen = []
+    real = t.stream.permutation
+    monkeypatch.setattr(t.stream, "permutation", lambda k: seen.append(k) or real(k))
+    ev = next(cb for cb in t.callbacks if isinstance(cb, Evaluator))
+    ev.evaluate(t)
+    t.task = t.stream.task(2)
+    t.stream.step = 3 * t.stream.steps_per_task  # at the end of task 2 the stream already points at task 3
+    ev.evaluate(t)
+    assert seen == [0, 2]
+
+
+def test_torchrun_is_refused_until_parallelism_lands(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError, match="not supported yet"):
+        Trainer(tiny_config(), tmp_path / "r", fake_data(), quiet=True)
+
+
+def test_a_config_that_cannot_run_leaves_no_run_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ValueError):
+        train(tiny_config(), tmp_path / "run", data=fake_data(), quiet=True)
+    assert not (tmp_path / "run" / "config.toml").exists()
+
+
+def test_overwrite_refuses_a_directory_that_is_not_a_run(tmp_path):
+    (tmp_path / "config.toml").write_text("# someone's project\n")
+    with pytest.raises(ValueError, match="will not delete it"):
+        train(tiny_config(), tmp_path, data=fake_data(), quiet=True, overwrite=True)
+    assert (tmp_path / "config.toml").exists()

@@ -19,8 +19,12 @@ from plasticlm.runlog import read_json, read_jsonl
 
 
 def load_probes(run_dir: str | Path) -> list[dict[str, Any]]:
-    """probes.jsonl rows sorted by task_index, with ``dauc`` (vs the first probe) added."""
-    rows = sorted(read_jsonl(Path(run_dir) / "probes.jsonl"), key=lambda r: r["task_index"])
+    """probes.jsonl rows sorted by task_index, with ``dauc`` (vs the first probe) added.
+
+    Probes that diverged (a non-finite loss in the probe copy; ``auc`` null, ``diverged`` says why)
+    have no score and are left out of the curve."""
+    rows = sorted((r for r in read_jsonl(Path(run_dir) / "probes.jsonl") if not r.get("diverged")),
+                  key=lambda r: r["task_index"])
     if rows:
         first = rows[0]["auc"]
         for r in rows:

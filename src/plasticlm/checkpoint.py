@@ -67,10 +67,12 @@ def save_checkpoint(run_dir: str | Path, name: str, model: torch.nn.Module, opti
     root = checkpoints_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / name
+    for stale in root.glob(".tmp-*"):  # left by a save that was killed (one writer per run directory)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".tmp-{name}-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     save_model(model, str(tmp / "model.safetensors"))
+    _fsync(tmp / "model.safetensors")
     atomic_write_bytes(tmp / "optim.pt", _torch_bytes(optimizer.state_dict()))
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -81,9 +83,20 @@ def save_checkpoint(run_dir: str | Path, name: str, model: torch.nn.Module, opti
         trash = root / f".old-{name}-{os.getpid()}"
         os.replace(final, trash)
         shutil.rmtree(trash, ignore_errors=True)
+    _fsync(tmp)
     os.replace(tmp, final)
+    _fsync(root)
     atomic_write_text(root / "latest", name + "\n")
     return final
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or a directory entry to disk (durability across power loss, not only kills)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import json
+import re
 import tomllib
 import types
 import typing
@@ -239,6 +240,18 @@ class Config:
             p.append("data.eot_token is empty: name the end-of-document special token")
         if not 0.0 < self.data.val_fraction < 1.0:
             p.append(f"data.val_fraction = {self.data.val_fraction}: must be in (0, 1)")
+        o = self.optim
+        if not (0.0 <= o.beta1 < 1.0 and 0.0 <= o.beta2 < 1.0):
+            p.append(f"optim.beta1 = {o.beta1}, optim.beta2 = {o.beta2}: Adam betas must be in [0, 1)")
+        if o.eps <= 0 or o.lr < 0 or o.weight_decay < 0 or o.grad_clip < 0:
+            p.append("optim.eps must be > 0 and optim.lr, optim.weight_decay, optim.grad_clip >= 0 "
+                     f"(got eps={o.eps}, lr={o.lr}, weight_decay={o.weight_decay}, grad_clip={o.grad_clip})")
+        if not 0.0 <= o.min_lr_frac <= 1.0:
+            p.append(f"optim.min_lr_frac = {o.min_lr_frac}: must be in [0, 1]")
+        if self.probe.every_tokens < 0:
+            p.append(f"probe.every_tokens = {self.probe.every_tokens}: must be >= 0 (0 = off)")
+        if not re.fullmatch(r"cpu|auto|cuda(:\d+)?|mps", self.train.device):
+            p.append(f"train.device = {self.train.device!r}: use cpu, cuda, cuda:N, mps or auto")
         if not 0.0 <= self.optim.warmup_frac <= 1.0:
             p.append(f"optim.warmup_frac = {self.optim.warmup_frac}: must be in [0, 1]")
         mb = self.train.micro_batch_size

@@ -23,3 +23,7 @@ class DataError(PlasticError):
 
 class DataWarning(UserWarning):
     """Data that was usable but suspicious (e.g. invalid UTF-8 replaced); the message names file and language."""
+
+
+class NonFiniteLoss(RuntimeError):
+    """The loss or gradient norm became NaN/inf; the run stops and keeps its last good checkpoint."""

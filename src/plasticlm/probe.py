@@ -25,6 +25,7 @@ for the onset), so the probe after the first task has task_index 1.
 from __future__ import annotations
 
 import copy
+import fcntl
 import hashlib
 import io
 import json
@@ -38,9 +39,10 @@ import numpy as np
 import torch
 
 from plasticlm.callbacks import Callback
-from plasticlm.config import Config, StreamConfig, to_dict
+from plasticlm.config import Config, StreamConfig
 from plasticlm.data.paths import home_dir
 from plasticlm.data.stream import LanguageStream, Task
+from plasticlm.errors import NonFiniteLoss
 from plasticlm.evaluate import fixed_windows, sequence_losses
 from plasticlm.model import GPT, GPTConfig
 from plasticlm.onset import auc as probe_auc
@@ -122,13 +124,17 @@ class ProbeSetup:
 
     def key(self, seed: int) -> str:
         """Content hash of everything that determines a scratch probe (size, recipe, data, seed)."""
+        from importlib.metadata import version
+
         h = hashlib.sha256()
         c = self.cfg
-        spec = {"gpt": self.gpt_config.__dict__, "probe": to_dict(c.probe), "optim": to_dict(c.optim),
-                "batch": [c.train.batch_size, c.train.micro_batch_size, c.train.dtype], "lr": self.lr,
-                "seed": seed, "device": self.device.type, "lang": self.lang}
-        for k in ("bootstrap", "in_run", "at_cycle_end", "after_languages", "every_tokens", "scratch_baseline"):
-            spec["probe"].pop(k, None)  # scheduling does not change a probe's result
+        o = c.optim  # only what a probe uses: its LR is the resolved self.lr, it resets nothing
+        recipe = [o.beta1, o.beta2, o.eps, o.weight_decay, o.warmup_frac, o.schedule, o.min_lr_frac, o.grad_clip]
+        spec = {"gpt": self.gpt_config.__dict__, "lr": self.lr, "recipe": recipe,
+                "probe": [c.probe.steps, c.probe.eval_every, c.probe.sequences],
+                "batch": [c.train.batch_size, c.train.micro_batch_size or c.train.batch_size, c.train.dtype,
+                          c.eval.batch_size], "seed": seed, "device": self.device.type, "lang": self.lang,
+                "code": [version("plasticlm"), torch.__version__]}
         h.update(json.dumps(spec, sort_keys=True, default=str).encode())
         h.update(self.val_windows.tobytes())
         h.update(np.asarray(self.train_tokens[: self.tokens + 1]).tobytes())
@@ -139,13 +145,14 @@ class ProbeSetup:
 
 @dataclass
 class ProbeResult:
-    auc: float
-    final_loss: float
-    eval_steps: list[int]
+    auc: float | None  # None when the probe diverged
+    final_loss: float | None
+    eval_steps: list[int]  # the eval steps reached
     curve: list[float]  # mean validation loss at each eval step
     per_sequence: np.ndarray  # (n_eval, n_seq)
     seconds: float
     tokens: int
+    diverged: str | None = None  # why the probe stopped early (a non-finite loss), else None
 
     def npz_bytes(self) -> bytes:
         buf = io.BytesIO()
@@ -173,6 +180,7 @@ def run_probe(model: torch.nn.Module, setup: ProbeSetup) -> ProbeResult:
         schedule = LRSchedule(cfg.optim, setup.lr, steps, steps)
         eval_at = set(setup.eval_steps)
         per_seq = []
+        diverged = None
         for step in range(steps + 1):
             if step in eval_at:
                 per_seq.append(sequence_losses(probe_model, setup.val_windows, cfg.eval.batch_size, setup.device,
@@ -184,13 +192,19 @@ def run_probe(model: torch.nn.Module, setup: ProbeSetup) -> ProbeResult:
             if setup.permutation is not None:
                 x, y = setup.permutation[x], setup.permutation[y]
             loss = forward_backward(probe_model, x, y, cfg.train.micro_batch_size, setup.device, cfg.train.dtype)
-            clip_and_step(probe_model, optimizer, loss, cfg.optim.grad_clip, step)
+            try:
+                clip_and_step(probe_model, optimizer, loss, cfg.optim.grad_clip, step)
+            except NonFiniteLoss as e:  # the copy diverged: record it, never fail the training run
+                diverged = f"probe step {step}: {e}".split("; the weights")[0]
+                break
         del probe_model, optimizer
-    losses = np.stack(per_seq)  # (n_eval, n_seq)
+    losses = np.stack(per_seq)  # (n_eval reached, n_seq)
     curve = losses.mean(axis=1)
+    reached = setup.eval_steps[: len(per_seq)]
     return ProbeResult(
-        auc=float(probe_auc(setup.eval_steps, curve)), final_loss=float(curve[-1]), eval_steps=setup.eval_steps,
-        curve=curve.tolist(), per_sequence=losses, seconds=time.perf_counter() - t0, tokens=setup.tokens,
+        auc=None if diverged else float(probe_auc(reached, curve)),
+        final_loss=None if diverged else float(curve[-1]), eval_steps=reached, curve=curve.tolist(),
+        per_sequence=losses, seconds=time.perf_counter() - t0, tokens=setup.tokens, diverged=diverged,
     )
 
 
@@ -204,6 +218,16 @@ def scratch_baseline(setup: ProbeSetup, seed: int, cache_dir: Path | None = None
     path = cache_dir / f"{key}.json"
     if path.exists():
         return read_json(path)
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with open(cache_dir / f"{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel probe workers and twin runs compute it once
+        if path.exists():
+            return read_json(path)
+        return _compute_scratch(setup, seed, cache_dir, key)
+
+
+def _compute_scratch(setup: ProbeSetup, seed: int, cache_dir: Path, key: str) -> dict[str, Any]:
+    path = cache_dir / f"{key}.json"
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)  # the same initialisation as the training run of this seed
         model = GPT(setup.gpt_config).to(setup.device)
@@ -211,7 +235,7 @@ def scratch_baseline(setup: ProbeSetup, seed: int, cache_dir: Path | None = None
     atomic_write_bytes(cache_dir / f"{key}.npz", result.npz_bytes())
     doc = {"key": key, "seed": seed, "auc": result.auc, "final_loss": result.final_loss,
            "eval_steps": result.eval_steps, "curve": result.curve, "seconds": result.seconds,
-           "npz": f"{key}.npz"}
+           "npz": f"{key}.npz", "diverged": result.diverged}
     atomic_write_json(path, doc)
     return doc
 
@@ -235,6 +259,7 @@ def probe_row(name: str, task: Task, tokens_seen: int, result: ProbeResult, scra
         "probe_tokens": result.tokens,
         "seconds": round(result.seconds, 3),
         "per_sequence": f"probes/{name}.npz",
+        "diverged": result.diverged,
     }
 
 
@@ -280,10 +305,12 @@ class ProbeCallback(Callback):
                       "probe/seconds": result.seconds})
 
     def wants_checkpoint(self, task: Task) -> bool:
-        return task.index in self.points
+        """Post-hoc probing (``probe.in_run = false``) needs a checkpoint at every probe point."""
+        return not self.in_run and task.index in self.points
 
     def pinned_checkpoints(self) -> set[str]:
-        return set(self.names)
+        """Kept from pruning until probed post hoc (in-run probes need no checkpoint afterwards)."""
+        return set() if self.in_run else set(self.names)
 
 
 # ---------------------------------------------------------------------------- post-hoc probing
@@ -315,6 +342,10 @@ def probe_checkpoint(run_dir: str | Path, name: str, data: Any = None, threads: 
                               gpt_config.vocab_size).probe_permutation()
     setup = ProbeSetup.build(cfg, data, gpt_config, peak_lr(cfg.optim, non_embedding_params(gpt_config)), device, perm)
     scratch = scratch_baseline(setup, cfg.train.seed) if cfg.probe.scratch_baseline else None
+    if scratch is not None:
+        from plasticlm.train import update_run_json
+
+        update_run_json(run_dir, scratch=scratch)
     result = run_probe(model, setup)
     atomic_write_bytes(run_dir / "probes" / f"{name}.npz", result.npz_bytes())
     return probe_row(name, _checkpoint_task(meta), meta["tokens"], result, scratch)
@@ -335,7 +366,12 @@ def pending_checkpoints(run_dir: str | Path, checkpoint: str | None = None) -> l
     run_dir = Path(run_dir)
     if not (run_dir / "config.toml").exists():
         raise PlasticError(f"{run_dir} is not a run directory (no config.toml)")
-    saved = {p.name: read_json(p / "meta.json") for p in list_checkpoints(run_dir)}
+    saved = {}
+    for p in list_checkpoints(run_dir):
+        try:
+            saved[p.name] = read_json(p / "meta.json")
+        except FileNotFoundError:  # pruned by a training run between listing and reading
+            continue
     if checkpoint is not None:
         name = f"task-{int(checkpoint):06d}" if checkpoint.isdigit() else checkpoint
         if name not in saved:

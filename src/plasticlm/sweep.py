@@ -73,12 +73,18 @@ def _status(run_dir: Path) -> str:
 
 
 def _train_one(run_dir: Path, cfg: Config, quiet: bool, data: Any = None) -> dict[str, Any]:
-    """Train, or resume when the run directory already holds the run."""
+    """Train, or resume when the run directory already holds the run. A run stopped by a non-finite
+    loss is reported (status "failed" in its run.json) and does not stop the other runs."""
+    from plasticlm.errors import NonFiniteLoss
     from plasticlm.experiment import resume_run, train_run
 
-    if (run_dir / "config.toml").exists():
-        return resume_run(run_dir, quiet=quiet, data=data)
-    return train_run(cfg, run_dir, quiet=quiet, data=data)
+    try:
+        if (run_dir / "config.toml").exists():
+            return resume_run(run_dir, quiet=quiet, data=data)
+        return train_run(cfg, run_dir, quiet=quiet, data=data)
+    except NonFiniteLoss as e:
+        print(f"[sweep] {run_dir.name} failed: {e}", file=sys.stderr)
+        return {"run_dir": str(run_dir), "error": str(e)}
 
 
 def _train_worker(args: tuple[str, str, int]) -> dict[str, Any]:
@@ -99,7 +105,12 @@ def _steps_done(run_dir: Path) -> int:
 def train_runs(specs: list[RunSpec], study_dir: Path, parallel: int = 1, quiet: bool = False,
                data: Any = None) -> None:
     """Train every run that is not done; ``parallel`` runs at once in spawned processes."""
-    todo = [s for s in specs if _status(s.run_dir(study_dir)) != "done"]
+    failed = [s.name for s in specs if _status(s.run_dir(study_dir)) == "failed"]
+    if failed and not quiet:
+        # resuming would repeat the same non-finite step exactly: leave them, report them
+        print(f"[sweep] skipping runs that failed with a non-finite loss: {', '.join(failed)} "
+              "(see their run.json; remove a run directory to train it again)", file=sys.stderr)
+    todo = [s for s in specs if _status(s.run_dir(study_dir)) not in ("done", "failed")]
     if not todo:
         return
     if parallel <= 1 or len(todo) == 1:
@@ -145,7 +156,7 @@ def probe_runs(specs: list[RunSpec], study_dir: Path, workers: int = 1, quiet: b
 
     for s in specs:
         run_dir = s.run_dir(study_dir)
-        if pending_checkpoints(run_dir):
+        if _status(run_dir) == "done" and pending_checkpoints(run_dir):
             probe_run_dir(run_dir, workers=workers, progress=not quiet, data=data)
 
 
@@ -161,6 +172,8 @@ def onset_rows(specs: list[RunSpec], study_dir: Path, vocab_size: int) -> list[d
         run_dir = s.run_dir(study_dir)
         params = non_embedding_params(build_gpt_config(s.cfg.model, vocab_size))
         try:
+            if _status(run_dir) != "done":
+                raise PlasticError(f"{s.name} did not finish: no onset from a partial curve")
             doc = onset_from_run(run_dir, window=3, n_boot=s.cfg.probe.bootstrap, seed=s.seed)
         except PlasticError:
             doc = {"onset_task_index": None, "onset_tokens": None, "ci95": None, "net_degradation_tokens": None,
@@ -196,7 +209,8 @@ def fit_onsets(rows: list[dict[str, Any]], cfg: Config) -> dict[str, Any]:
                          f"(runs without an onset: {sum(1 for r in rows if r['onset'] is None)})", "n": len(pts)}
     try:
         fit = fit_scaling([p for p, _ in pts], [t for _, t in pts], extrapolate_to=[1e9, 7e9],
-                          tokens_per_task=cfg.stream.tokens_per_task, seed=0)
+                          tokens_per_task=_total_steps(cfg) // (len(cfg.stream.languages) * cfg.stream.cycles)
+                          * cfg.train.batch_size * cfg.model.seq_len, seed=0)
     except PlasticError as e:
         return {"error": str(e), "n": len(pts)}
     return fit.to_json()

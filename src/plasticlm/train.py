@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -34,7 +35,7 @@ from plasticlm.callbacks import Callback, Callbacks
 from plasticlm.checkpoint import checkpoint_name, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
 from plasticlm.config import Config, dumps_toml, load_config, to_dict
 from plasticlm.data.stream import LanguageStream, Task
-from plasticlm.errors import PlasticError
+from plasticlm.errors import NonFiniteLoss, PlasticError
 from plasticlm.evaluate import autocast_context
 from plasticlm.model import GPT, build_gpt_config, configure_cpu, non_embedding_params
 from plasticlm.optim import LRSchedule, build_optimizer, peak_lr, set_lr
@@ -46,10 +47,6 @@ log = logging.getLogger("plasticlm.train")
 
 CallbackSpec = Callback | Callable[["Trainer"], Callback]
 """A callback, or a factory called with the trainer once it is built (e.g. ``ProbeCallback``)."""
-
-
-class NonFiniteLoss(RuntimeError):
-    """The loss or gradient norm became NaN/inf; the run stops and keeps its last good checkpoint."""
 
 
 def resolve_device(name: str) -> torch.device:
@@ -70,6 +67,11 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.data = data
         configure_cpu(cfg.train.threads)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 or dist.world_size() > 1:
+            raise PlasticError(
+                "multi-process training (torchrun, WORLD_SIZE > 1) is not supported yet: gradients would not "
+                "be synchronised; run one process per run (`plasticlm sweep --parallel N` runs several)"
+            )
         self.device = resolve_device(cfg.train.device)
         torch.manual_seed(cfg.train.seed)
         self.gpt_config = build_gpt_config(cfg.model, data.vocab_size)
@@ -174,13 +176,15 @@ class Trainer:
         self.callbacks.fire("on_checkpoint", self, path)
         return path
 
-    def restore(self, path: str | Path) -> dict[str, Any]:
-        """Continue from a checkpoint: weights, optimizer, RNG, stream, callbacks, log row counts."""
+    def restore(self, path: str | Path, truncate_logs: bool = True) -> dict[str, Any]:
+        """Continue from a checkpoint: weights, optimizer, RNG, stream, callbacks, and (with
+        ``truncate_logs``) the run's logs rolled back to the rows they had at the checkpoint."""
         meta = load_checkpoint(path, self.model, self.optimizer)
         self.stream.load_state_dict(meta["stream"])
         self.callbacks.load_state_dict(meta["callbacks"])
         for key, log_ in self.logs.items():
-            log_.truncate_to(meta["logs"].get(key, 0))
+            if truncate_logs:
+                log_.truncate_to(meta["logs"].get(key, 0))
         self.wall_time_s = float(meta.get("wall_time_s", 0.0))
         return meta
 
@@ -208,7 +212,8 @@ def clip_and_step(model: torch.nn.Module, optimizer: torch.optim.Optimizer, loss
         optimizer.zero_grad(set_to_none=True)
         raise NonFiniteLoss(
             f"non-finite loss ({loss}) or gradient norm ({grad_norm}) at step {step}; the weights were not "
-            "updated. Lower optim.lr or enable optim.grad_clip, then resume from the last good checkpoint"
+            "updated and the last good checkpoint is kept. Start a new run with a lower optim.lr or with "
+            "optim.grad_clip > 0 (resuming would repeat the same steps exactly)"
         )
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
@@ -238,15 +243,29 @@ def update_run_json(run_dir: str | Path, **fields: Any) -> dict[str, Any]:
     return info
 
 
+def check_new_run_dir(run_dir: str | Path, overwrite: bool = False) -> None:
+    """A new run may not land on an existing one unless ``overwrite``; only a plasticlm run directory
+    (config.toml and run.json) is ever replaced."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.toml").exists():
+        return
+    if not overwrite:
+        raise PlasticError(
+            f"run directory {run_dir} already holds a run: continue it with `plasticlm resume {run_dir}`, "
+            "choose another --run-dir, or pass --overwrite to start again"
+        )
+    if not (run_dir / "run.json").exists():
+        raise PlasticError(
+            f"{run_dir} has a config.toml but no run.json: it does not look like a plasticlm run directory, "
+            "so --overwrite will not delete it; choose another --run-dir"
+        )
+
+
 def init_run_dir(run_dir: str | Path, cfg: Config, overwrite: bool = False) -> Path:
     """Create a fresh run directory with the resolved config and environment info."""
     run_dir = Path(run_dir)
+    check_new_run_dir(run_dir, overwrite)
     if (run_dir / "config.toml").exists():
-        if not overwrite:
-            raise PlasticError(
-                f"run directory {run_dir} already holds a run: continue it with `plasticlm resume {run_dir}`, "
-                "choose another --run-dir, or pass --overwrite to start again"
-            )
         shutil.rmtree(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "logs").mkdir(exist_ok=True)
@@ -316,10 +335,13 @@ def load_data(cfg: Config, progress: bool = True):
 
 def train(cfg: Config, run_dir: str | Path, *, data: Any = None, callbacks: list[CallbackSpec] | None = None,
           quiet: bool = False, overwrite: bool = False) -> dict[str, Any]:
-    """Start a new run in ``run_dir``."""
-    init_run_dir(run_dir, cfg, overwrite=overwrite)
+    """Start a new run in ``run_dir`` (nothing is written there until the model, stream and callbacks
+    have been built, so a configuration that cannot run leaves no half-made run directory)."""
+    check_new_run_dir(run_dir, overwrite)
     data = data if data is not None else load_data(cfg, progress=not quiet)
-    return run_training(Trainer(cfg, run_dir, data, callbacks=callbacks, quiet=quiet))
+    trainer = Trainer(cfg, run_dir, data, callbacks=callbacks, quiet=quiet)
+    init_run_dir(run_dir, cfg, overwrite=overwrite)
+    return run_training(trainer)
 
 
 def resume(run_dir: str | Path, *, data: Any = None, callbacks: list[CallbackSpec] | None = None,
@@ -333,10 +355,14 @@ def resume(run_dir: str | Path, *, data: Any = None, callbacks: list[CallbackSpe
     trainer = Trainer(cfg, run_dir, data, callbacks=callbacks, quiet=quiet)
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None:
-        trainer.restore(ckpt)
+        finished = read_json(ckpt / "meta.json")["stream"]["step"] >= trainer.stream.total_steps
+        trainer.restore(ckpt, truncate_logs=not finished)  # a finished run's logs stay as they are
+        if finished:
+            summary = summarize(trainer)
+            update_run_json(run_dir, status="done", step=trainer.step, tokens=trainer.tokens,
+                            wall_time_s=trainer.wall_time_s, summary=summary)
+            return summary
     else:
         for log_ in trainer.logs.values():
             log_.truncate_to(0)
-    if trainer.stream.done:
-        return summarize(trainer)
     return run_training(trainer)

@@ -56,7 +56,9 @@ class Evaluator(Callback):
 
     def evaluate(self, loop: Trainer) -> dict[str, float]:
         results: dict[str, float] = {}
-        perm = loop.stream.permutation(loop.stream.task_index) if loop.stream.kind == "permuted" else None
+        # the permutation of the task being (or just) trained; before training, task 0's
+        task_index = loop.task.index if loop.task is not None else 0
+        perm = loop.stream.permutation(task_index) if loop.stream.kind == "permuted" else None
         for lang, windows in self.windows.items():
             w = perm[windows] if perm is not None and lang in loop.stream.sources else windows
             loss = float(np.mean(sequence_losses(loop.model, w, loop.cfg.eval.batch_size, loop.device,

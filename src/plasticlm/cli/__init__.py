@@ -11,7 +11,10 @@ import argparse
 import importlib
 import sys
 
-from plasticlm.errors import PlasticError
+from plasticlm.errors import NonFiniteLoss, PlasticError
+
+EXIT_NON_FINITE = 3
+"""Exit status of a run stopped by a non-finite loss (its last good checkpoint is kept)."""
 
 # Each module defines ``register(subparsers)``; order is the order of `plasticlm --help`.
 COMMAND_MODULES = (
@@ -51,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     except PlasticError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except NonFiniteLoss as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_NON_FINITE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

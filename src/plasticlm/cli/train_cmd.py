@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from plasticlm.cli._common import add_json, add_set, print_json, print_table
 from plasticlm.config import load_config
-
-EXIT_NON_FINITE = 3
 
 
 def default_run_dir(config_path: str, cfg) -> Path:
@@ -30,14 +27,7 @@ def _report(summary: dict, as_json: bool) -> None:
 
 
 def _run(fn, args) -> int:
-    from plasticlm.train import NonFiniteLoss
-
-    try:
-        summary = fn()
-    except NonFiniteLoss as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_NON_FINITE
-    _report(summary, args.json)
+    _report(fn(), args.json)
     return 0
 
 
