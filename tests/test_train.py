@@ -193,3 +193,12 @@ def test_overwrite_refuses_a_directory_that_is_not_a_run(tmp_path):
     with pytest.raises(ValueError, match="will not delete it"):
         train(tiny_config(), tmp_path, data=fake_data(), quiet=True, overwrite=True)
     assert (tmp_path / "config.toml").exists()
+
+
+def test_resume_refuses_changed_data(tmp_path):
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_config(), tmp_path / "run", data=fake_data(), callbacks=[Crash(at_step=13)], quiet=True)
+    with pytest.raises(ValueError, match="other data"):
+        resume(tmp_path / "run", data=fake_data(n_train=15_000), quiet=True)
+    resume(tmp_path / "run", data=fake_data(), quiet=True)  # the same data resumes
+    assert read_json(tmp_path / "run" / "run.json")["status"] == "done"

@@ -161,6 +161,7 @@ class Trainer:
                 "cycle": task.cycle,
                 "lang": task.lang,
                 "non_embedding_params": self.non_embedding_params,
+                "data": data_fingerprint(self.data),
                 "stream": self.stream.state_dict(),
                 "callbacks": self.callbacks.state_dict(),
                 "logs": {k: v.rows for k, v in self.logs.items()},
@@ -179,6 +180,13 @@ class Trainer:
     def restore(self, path: str | Path, truncate_logs: bool = True) -> dict[str, Any]:
         """Continue from a checkpoint: weights, optimizer, RNG, stream, callbacks, and (with
         ``truncate_logs``) the run's logs rolled back to the rows they had at the checkpoint."""
+        saved, now = read_json(Path(path) / "meta.json").get("data"), data_fingerprint(self.data)
+        if saved is not None and saved != now:
+            raise PlasticError(
+                f"{path} was trained on other data than the run would now read (tokenizer or token shards "
+                f"changed: {saved} vs {now}); an exact resume needs the same data: rebuild it as it was, or "
+                "start a new run"
+            )
         meta = load_checkpoint(path, self.model, self.optimizer)
         self.stream.load_state_dict(meta["stream"])
         self.callbacks.load_state_dict(meta["callbacks"])
@@ -187,6 +195,18 @@ class Trainer:
                 log_.truncate_to(meta["logs"].get(key, 0))
         self.wall_time_s = float(meta.get("wall_time_s", 0.0))
         return meta
+
+
+def data_fingerprint(data: Any) -> dict[str, Any]:
+    """What a resume must find unchanged: the tokenizer and, per training language, the token shard
+    (its sha256 from the data manifest where there is one, else its length)."""
+    manifest = getattr(data, "manifest", None) or {}
+    langs = manifest.get("languages", {})
+    return {
+        "tokenizer": (manifest.get("tokenizer") or {}).get("hash"),
+        "train": {lang: (langs.get(lang, {}).get("train") or {}).get("sha256") or len(arr)
+                  for lang, arr in sorted(data.train.items())},
+    }
 
 
 def forward_backward(model: torch.nn.Module, x, y, micro_batch_size: int, device: torch.device, dtype: str) -> float:
