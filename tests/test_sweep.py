@@ -106,3 +106,14 @@ def test_a_run_that_fails_does_not_stop_the_sweep(tmp_path, home, capsys):
     assert "failed" in capsys.readouterr().err
     run_sweep(cfg, data=fake_data(), quiet=True)  # failed runs are skipped, not repeated
     assert read_json(tmp_path / "study" / "study.json")["stages"]["onsets_and_fit"]["status"] == "done"
+
+
+def test_report_of_a_study_too_small_for_a_fit_shows_onset_bounds(tmp_path, home):
+    from plasticlm.report import make_report
+
+    cfg = tiny_config(*SWEEP, f"sweep.out_dir={tmp_path / 'study'}")
+    run_sweep(cfg, data=fake_data(), quiet=True)
+    r = make_report(tmp_path / "study", n_boot=20)
+    names = [p.name for p in r.figures]
+    assert "fig-onset-bounds.png" in names and "fig-onset-fit.png" not in names
+    assert (tmp_path / "study" / "report" / "fig-onset-bounds.png").stat().st_size > 1000

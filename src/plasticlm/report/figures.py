@@ -214,6 +214,44 @@ def plot_onset_fit(params: Sequence[float], onsets: Sequence[float], extrapolate
     return Path(draw((p, t_obs), power, extrapolate(power, list(extrapolate_to), tokens_per_task), path))
 
 
+def plot_onset_bounds(found: Sequence[tuple[float, float, tuple[float, float] | None]],
+                      later: Sequence[tuple[float, float]], earlier: Sequence[tuple[float, float]],
+                      path: str | Path) -> Path:
+    """Onset vs non-embedding parameters when a power law cannot be fitted: what the runs do say.
+
+    ``found``: (params, onset, 95% CI or None) of runs with an onset; ``later``: (params, last probe)
+    of runs still improving at their last probe (onset later than that: a lower bound, drawn as an
+    up-pointing triangle); ``earlier``: (params, first probe) of runs already past their minimum at
+    the first probe (onset no later than that: an upper bound, a down-pointing triangle). Log-log
+    axes as Figure 3 of arXiv:2606.24752.
+    """
+    fig, (ax,) = _figure(1, ncols=1)
+    if found:
+        x = np.array([f[0] for f in found])
+        y = np.array([f[1] for f in found])
+        lo = np.array([f[1] - (f[2][0] if f[2] else f[1]) for f in found])
+        hi = np.array([(f[2][1] if f[2] else f[1]) - f[1] for f in found])
+        ax.errorbar(x, y, yerr=[lo, hi], fmt="o", color="C0", capsize=3, label="onset (95% bootstrap CI)")
+    if later:
+        ax.plot([b[0] for b in later], [b[1] for b in later], "^", color="C1", ms=9,
+                label="no onset yet: later than the last probe")
+    if earlier:
+        ax.plot([b[0] for b in earlier], [b[1] for b in earlier], "v", color="C3", ms=9,
+                label="no onset seen: at or before the first probe")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("non-embedding parameters P", fontsize=9)
+    ax.set_ylabel("onset T (task instances)", fontsize=9)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.tick_params(labelsize=8)
+    xs = [f[0] for f in found] + [b[0] for b in later] + [b[0] for b in earlier]
+    if xs:
+        ax.set_xlim(min(xs) / 2, max(xs) * 2)
+    ax.legend(fontsize=8, loc="best")
+    fig.suptitle("Onset vs model size (too few onsets for a scaling-law fit)", fontsize=11)
+    return _save(fig, path)
+
+
 def png_size(path: str | Path) -> tuple[int, int]:
     """(width, height) in pixels from a PNG's IHDR chunk."""
     head = Path(path).read_bytes()[:24]

@@ -228,6 +228,33 @@ def _tokens_per_task(inp: ReportInput) -> float | None:
     return float(tpt.pop()) if len(tpt) == 1 else None
 
 
+def _onset_bounds_figure(ctx: Context) -> list[Block]:
+    """What the continual runs say about onset vs size without a fit: onsets, and bounds for runs
+    whose smoothed score was still falling at the last probe (later) or lowest at the first (earlier)."""
+    found, later, earlier = [], [], []
+    for r in continual_runs(ctx.inp):
+        if not r.params or r.onset is None or not r.probes:
+            continue
+        probed = sorted(p["task_index"] for p in r.probes)
+        if r.onset.task_index is not None:
+            found.append((float(r.params), float(r.onset.task_index), r.onset.ci))
+        elif r.onset.reason and "last point" in r.onset.reason:
+            later.append((float(r.params), float(probed[-1])))
+        elif r.onset.reason and "first point" in r.onset.reason:
+            earlier.append((float(r.params), float(probed[0])))
+    if not (found or later or earlier):
+        return []
+    return [ctx.figure(
+        "fig-onset-bounds.png", lambda p: F.plot_onset_bounds(found, later, earlier, p),
+        "Onsets and onset bounds versus non-embedding parameters",
+        "Onset T (task instances) against non-embedding parameters P, log-log, for the continual runs: "
+        "circles are onsets with their 95% bootstrap CI; an up-pointing triangle marks a run whose smoothed "
+        "score was still falling at its last probe (its onset, if any, comes later); a down-pointing one a run "
+        "whose smoothed score was lowest at its first probe. Too few onsets for the power law of Figure 3 of "
+        "arXiv:2606.24752.",
+    )]
+
+
 def scaling(ctx: Context) -> Section | Skipped | None:
     """Figure 3 of arXiv:2606.24752 and the fit statistics of every form."""
     inp = ctx.inp
@@ -238,7 +265,8 @@ def scaling(ctx: Context) -> Section | Skipped | None:
     n_sizes = len(set(P))
     have = f"Onsets exist for {len(P)} run(s) at {n_sizes} size(s)."
     if inp.fit is None:
-        return Section("scaling", title, [Note(f"No scaling-law fit: {inp.fit_note}. {have}")])
+        return Section("scaling", title, [Note(f"No scaling-law fit: {inp.fit_note}. {have}"),
+                                          *_onset_bounds_figure(ctx)])
     fit = inp.fit
     power = fit["fits"]["power"]
     blocks: list[Block] = []
@@ -259,6 +287,7 @@ def scaling(ctx: Context) -> Section | Skipped | None:
                 "fit.json. Run `plasticlm sweep` again to bring fit.json up to date."))
     else:
         blocks.append(Note(f"The runs hold too few onsets to draw a power law (3 sizes needed). {have}"))
+        blocks += _onset_bounds_figure(ctx)
     best = fit.get("best_by_loo")
     rows, best_rows = [], set()
     forms = [f for f in FORM_ORDER if f in fit["fits"]] + [f for f in fit["fits"] if f not in FORM_ORDER]
