@@ -245,8 +245,16 @@ def plot_onset_bounds(found: Sequence[tuple[float, float, tuple[float, float] | 
     ax.grid(True, which="both", alpha=0.3)
     ax.tick_params(labelsize=8)
     xs = [f[0] for f in found] + [b[0] for b in later] + [b[0] for b in earlier]
+    ys = [f[1] for f in found] + [b[1] for b in later] + [b[1] for b in earlier]
     if xs:
         ax.set_xlim(min(xs) / 2, max(xs) * 2)
+        ax.set_ylim(min(ys) / 1.6, max(ys) * 1.6)
+    from matplotlib.ticker import FuncFormatter, NullFormatter
+
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: si(v)))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: si(v)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
     ax.legend(fontsize=8, loc="best")
     fig.suptitle("Onset vs model size (too few onsets for a scaling-law fit)", fontsize=11)
     return _save(fig, path)
