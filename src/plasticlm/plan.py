@@ -52,14 +52,16 @@ def probe_token_positions(cfg: Config) -> list[int]:
 
     s = cfg.stream
     n_lang = len(s.languages)
-    tokens_per_task = _tokens_per_task(cfg)
+    tokens_per_task = served_tokens_per_task(cfg)
     return [(k + 1) * tokens_per_task for k in probe_task_indices(cfg, n_lang * s.cycles, n_lang, tokens_per_task)]
 
 
-def _tokens_per_task(cfg: Config) -> int:
+def served_tokens_per_task(cfg: Config) -> int:
     """Tokens a task really serves: whole steps of batch_size x seq_len (the stream's rounding)."""
-    per_step = cfg.train.batch_size * cfg.model.seq_len
-    return max(1, round(cfg.stream.tokens_per_task / per_step)) * per_step
+    from plasticlm.data.stream import steps_per_task
+
+    b, t = cfg.train.batch_size, cfg.model.seq_len
+    return steps_per_task(cfg.stream.tokens_per_task, b, t) * b * t
 
 
 @dataclass(frozen=True)
@@ -124,7 +126,7 @@ def plan_study(cfg: Config, gpu: str = "h100", mfu: float = 0.4, peak_tflops: fl
     seq = cfg.model.seq_len
     tasks = len(s.languages) * s.cycles
     per_step = t.batch_size * seq
-    tokens = _tokens_per_task(cfg) * tasks
+    tokens = served_tokens_per_task(cfg) * tasks
     steps = tokens // per_step
     n_probes = len(probe_token_positions(cfg))
     probe_tokens_each = p.steps * per_step

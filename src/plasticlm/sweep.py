@@ -30,8 +30,10 @@ from pathlib import Path
 from typing import Any
 
 from plasticlm.config import Config, dumps_toml, from_dict, to_dict
+from plasticlm.data.stream import steps_per_task
 from plasticlm.errors import PlasticError
 from plasticlm.model import build_gpt_config, non_embedding_params
+from plasticlm.plan import served_tokens_per_task
 from plasticlm.runlog import atomic_write_json, atomic_write_text, environment_info, read_json, read_jsonl
 
 ONSET_COLUMNS = ["name", "preset", "stream", "non_embedding_params", "seed", "onset_task_index", "onset_tokens",
@@ -145,8 +147,8 @@ def train_runs(specs: list[RunSpec], study_dir: Path, parallel: int = 1, quiet: 
 
 
 def _total_steps(cfg: Config) -> int:
-    steps_per_task = max(1, round(cfg.stream.tokens_per_task / (cfg.train.batch_size * cfg.model.seq_len)))
-    return steps_per_task * len(cfg.stream.languages) * cfg.stream.cycles
+    b, t = cfg.train.batch_size, cfg.model.seq_len
+    return steps_per_task(cfg.stream.tokens_per_task, b, t) * len(cfg.stream.languages) * cfg.stream.cycles
 
 
 def probe_runs(specs: list[RunSpec], study_dir: Path, workers: int = 1, quiet: bool = False,
@@ -209,8 +211,7 @@ def fit_onsets(rows: list[dict[str, Any]], cfg: Config) -> dict[str, Any]:
                          f"(runs without an onset: {sum(1 for r in rows if r['onset'] is None)})", "n": len(pts)}
     try:
         fit = fit_scaling([p for p, _ in pts], [t for _, t in pts], extrapolate_to=[1e9, 7e9],
-                          tokens_per_task=_total_steps(cfg) // (len(cfg.stream.languages) * cfg.stream.cycles)
-                          * cfg.train.batch_size * cfg.model.seq_len, seed=0)
+                          tokens_per_task=served_tokens_per_task(cfg), seed=0)
     except PlasticError as e:
         return {"error": str(e), "n": len(pts)}
     return fit.to_json()

@@ -47,6 +47,12 @@ class Task:
     is_cycle_end: bool  # the last task of its cycle
 
 
+def steps_per_task(tokens_per_task: int, batch_size: int, seq_len: int) -> int:
+    """Whole optimizer steps a task serves: round(tokens_per_task / (B T)), at least 1 (the one rule
+    for the stream, `plasticlm plan` and the sweep; 5B / (256 x 2048) -> 9,537 as in the paper)."""
+    return max(1, round(tokens_per_task / (batch_size * seq_len)))
+
+
 class LanguageStream:
     """Serves (inputs, targets) batches of token ids for the configured stream kind."""
 
@@ -85,7 +91,7 @@ class LanguageStream:
                 )
         self.tokens = {lang: train_tokens[lang] for lang in self.sources}
         tokens_per_step = batch_size * seq_len
-        self.steps_per_task = max(1, round(cfg.tokens_per_task / tokens_per_step))
+        self.steps_per_task = steps_per_task(cfg.tokens_per_task, batch_size, seq_len)
         self.tokens_per_task = self.steps_per_task * tokens_per_step
         if self.tokens_per_task != cfg.tokens_per_task:
             warnings.warn(
