@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from plasticlm.errors import PlasticError
-from plasticlm.onset import dauc, find_onset, onset_ci_from_curves, onset_document
+from plasticlm.onset import Onset, dauc, find_onset, onset_ci_from_curves, onset_document
 from plasticlm.runlog import read_json, read_jsonl
 
 
@@ -51,7 +51,16 @@ def onset_from_run(run_dir: str | Path, window: int = 3, n_boot: int | None = No
     ``reference`` "first" scores against the run's first probe (the paper's figures), "scratch"
     against the scratch baseline (the paper's appendix).
     """
+    return onset_of_run(run_dir, window, n_boot, seed, reference)[1]
+
+
+def onset_of_run(run_dir: str | Path, window: int = 3, n_boot: int | None = None, seed: int = 0,
+                 reference: str = "first") -> tuple[Onset, dict[str, Any]]:
+    """``onset_from_run`` with the ``Onset`` it was computed from (for the human-readable table)."""
+    from plasticlm.config import load_config
+
     run_dir = Path(run_dir)
+    cfg = load_config(run_dir / "config.toml") if (run_dir / "config.toml").exists() else None
     rows = load_probes(run_dir)
     if not rows:
         raise PlasticError(
@@ -66,17 +75,14 @@ def onset_from_run(run_dir: str | Path, window: int = 3, n_boot: int | None = No
         y = np.array([r["dauc"] for r in rows])
     result = find_onset(x, y, window)
     if n_boot is None:
-        cfg_path = run_dir / "config.toml"
-        from plasticlm.config import load_config
-
-        n_boot = load_config(cfg_path).probe.bootstrap if cfg_path.exists() else 1000
+        n_boot = cfg.probe.bootstrap if cfg is not None else 1000
     ci = None
     loaded = _curves(run_dir, rows)
     if loaded is not None and n_boot > 0 and len(rows) >= window + 2:
         curves, steps = loaded
         ref: int | np.ndarray = 0
         if reference == "scratch":
-            scratch = _scratch_curve(run_dir)
+            scratch = _scratch_curve(run_dir, cfg.data.home if cfg is not None else "")
             ref = scratch if scratch is not None else 0
         ci = onset_ci_from_curves(curves, steps, x, reference=ref, window=window, n_boot=n_boot, seed=seed)
     doc = onset_document(result, str(run_dir), ci=ci)
@@ -88,10 +94,10 @@ def onset_from_run(run_dir: str | Path, window: int = 3, n_boot: int | None = No
     doc["ci_fraction_null"] = None if ci is None else ci.fraction_null
     doc["scores"] = [{"task_index": r["task_index"], "tokens_seen": r["tokens_seen"], "auc": r["auc"],
                       "dauc": r["dauc"], "dauc_scratch": r.get("dauc_scratch")} for r in rows]
-    return doc
+    return result, doc
 
 
-def _scratch_curve(run_dir: Path) -> np.ndarray | None:
+def _scratch_curve(run_dir: Path, home: str) -> np.ndarray | None:
     """Per-sequence losses of the scratch baseline recorded in run.json (from the cache), if present."""
     info_path = run_dir / "run.json"
     if not info_path.exists():
@@ -99,10 +105,8 @@ def _scratch_curve(run_dir: Path) -> np.ndarray | None:
     scratch = read_json(info_path).get("scratch")
     if not scratch:
         return None
-    from plasticlm.config import load_config
     from plasticlm.data.paths import home_dir
 
-    home = load_config(run_dir / "config.toml").data.home if (run_dir / "config.toml").exists() else ""
     path = home_dir(home) / "scratch" / scratch["npz"]
     if not path.exists():
         return None

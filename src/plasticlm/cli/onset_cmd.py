@@ -31,13 +31,10 @@ def run(args) -> int:
     if (args.run_dir is None) == (args.scores is None):
         raise PlasticError("give either a RUN_DIR or --scores FILE.csv (not both)")
     if args.run_dir is not None:
-        from plasticlm.analysis import onset_from_run
+        from plasticlm.analysis import onset_of_run
 
-        doc = onset_from_run(args.run_dir, window=args.window, n_boot=args.bootstrap, seed=args.seed,
-                             reference=args.reference)
-        x = [s["task_index"] for s in doc["scores"]]
-        y = [s["dauc" if args.reference == "first" else "dauc_scratch"] for s in doc["scores"]]
-        result = find_onset(x, y, args.window)
+        result, doc = onset_of_run(args.run_dir, window=args.window, n_boot=args.bootstrap, seed=args.seed,
+                                   reference=args.reference)
     else:
         x, y = read_scores_csv(args.scores)
         result = find_onset(x, y, args.window)
