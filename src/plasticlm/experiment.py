@@ -11,20 +11,17 @@ from plasticlm.probe import ProbeCallback
 from plasticlm.train import CallbackSpec, resume, train
 
 
-def run_callbacks(cfg: Config) -> list[CallbackSpec]:
-    """The callbacks of a study run, built with the trainer (``ProbeCallback`` reads its stream)."""
+def run_callbacks() -> list[CallbackSpec]:
+    """The callbacks of a study run: factories built with the trainer, so each reads its config
+    (``loop.cfg``) and stream from it."""
     return [ProbeCallback]
 
 
 def train_run(cfg: Config, run_dir: str | Path, **kw: Any) -> dict[str, Any]:
     extra = kw.pop("callbacks", [])
-    return train(cfg, run_dir, callbacks=run_callbacks(cfg) + list(extra), **kw)
+    return train(cfg, run_dir, callbacks=run_callbacks() + list(extra), **kw)
 
 
 def resume_run(run_dir: str | Path, **kw: Any) -> dict[str, Any]:
-    from plasticlm.config import load_config
-
     extra = kw.pop("callbacks", [])
-    cfg = load_config(Path(run_dir) / "config.toml") if (Path(run_dir) / "config.toml").exists() else None
-    specs = run_callbacks(cfg) if cfg is not None else []
-    return resume(run_dir, callbacks=specs + list(extra), **kw)
+    return resume(run_dir, callbacks=run_callbacks() + list(extra), **kw)
