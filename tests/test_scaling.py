@@ -190,3 +190,30 @@ def test_cli_fit_bad_csv_exits_2_naming_the_file(tmp_path, capsys, text, problem
     assert main(["fit", "--onsets", str(p), "--bootstrap", "10"]) == 2
     err = capsys.readouterr().err
     assert str(p) in err and problem in err
+
+
+def test_counts_with_suffixes_read_as_numbers(tmp_path, capsys):
+    """Onset tables in papers write sizes as 27M; the CSV and the flags take them as they are."""
+    from plasticlm.units import parse_count, si
+
+    assert [parse_count(x) for x in ("27M", "1.8t", "5e9", "5B", "3g", "1_000", " 12k ")] == \
+        [27e6, 1.8e12, 5e9, 5e9, 3e9, 1000.0, 12e3]
+    for x in (1234.0, 5.2e6, 3.14e9):
+        assert parse_count(si(x)) == pytest.approx(x, rel=5e-3)
+    with pytest.raises(ValueError):
+        parse_count("27 million")
+    plain = _csv(tmp_path, "params,onset\n5000000,6\n12000000,10\n27000000,14\n")
+    (tmp_path / "sfx").mkdir()
+    suffixed = _csv(tmp_path / "sfx", "params,onset\n5M,6\n12M,10\n27M,14\n")
+    docs = []
+    for p, extra in ((plain, ["1000000000", "5000000000"]), (suffixed, ["1B", "5B"])):
+        assert main(["fit", "--onsets", str(p), "--extrapolate", extra[0], "--tokens-per-task", extra[1],
+                     "--bootstrap", "50", "--json"]) == 0
+        doc = json.loads(capsys.readouterr().out)
+        doc.pop("source")
+        docs.append(doc)
+    assert docs[0] == docs[1]
+    with pytest.raises(SystemExit) as exit_:  # an argparse error
+        main(["fit", "--onsets", str(plain), "--tokens-per-task", "lots"])
+    assert exit_.value.code == 2
+    assert "'lots' is not a count" in capsys.readouterr().err

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from plasticlm.errors import PlasticError
+from plasticlm.units import parse_count
 
 _EMPTY = {"", "null", "none", "nan", "na"}
 
@@ -23,7 +24,8 @@ def read_csv_columns(
     """Read the named numeric columns of a CSV file with a header row (other columns are ignored).
 
     Returns one float64 array per requested column, in file order, plus ``"_line"``: the 1-based
-    line number of each row (for messages). Cells of the columns in ``allow_empty`` may be empty
+    line number of each row (for messages). Numbers may carry a count suffix (``27M``, ``1.8T``:
+    ``units.parse_count``), as onset tables in papers often do. Cells of the columns in ``allow_empty`` may be empty
     (or ``null``/``nan``/``none``/``na``) and then read as NaN; any other non-numeric cell is an
     error. Raises ``PlasticError`` naming the file for a missing file, a missing column, a
     non-numeric or non-finite cell, or a file without data rows.
@@ -74,9 +76,11 @@ def _parse_cell(cell: str, column: str, line: int, path: Path, allow_empty: bool
         what = "is empty" if not cell else f"= {cell!r} has no value"
         raise PlasticError(f"{path}: line {line}: column {column!r} {what}; every row needs a number there")
     try:
-        value = float(cell)
+        value = parse_count(cell)
     except ValueError:
-        raise PlasticError(f"{path}: line {line}: column {column!r} = {cell!r} is not a number") from None
+        raise PlasticError(
+            f"{path}: line {line}: column {column!r} = {cell!r} is not a number (write e.g. 27000000, 2.7e7 or 27M)"
+        ) from None
     if not math.isfinite(value):
         raise PlasticError(f"{path}: line {line}: column {column!r} = {cell!r} is not a finite number")
     return value

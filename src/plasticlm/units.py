@@ -1,4 +1,4 @@
-"""Human-readable counts for tables and figures."""
+"""Human-readable counts for tables and figures, and the way back (``parse_count``)."""
 
 from __future__ import annotations
 
@@ -13,3 +13,17 @@ def si(x: float | None) -> str:
         if abs(x) >= div:
             return f"{x / div:.3g}{suffix}"
     return f"{x:.3g}"
+
+
+_SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
+
+
+def parse_count(text: str) -> float:
+    """'27M' -> 27e6, '1.8T' -> 1.8e12, '5e9' -> 5e9, '1_000' -> 1000: counts as people write them
+    (K, M, B or G, T, case-insensitive, as ``si`` prints them). Raises ``ValueError`` otherwise."""
+    t = text.strip().replace("_", "")
+    scale = _SUFFIX.get(t[-1:].lower()) if t else None
+    if scale is not None:
+        t = t[:-1]
+    value = float(t)  # ValueError for anything else (float() also accepts 'inf'/'nan': callers check)
+    return value * scale if scale is not None else value

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 import numpy as np
@@ -16,13 +17,22 @@ from plasticlm.scaling import (
     plot_onset_fit,
     read_onsets_csv,
 )
+from plasticlm.units import parse_count
 
 
 def _floats(text: str, what: str) -> list[float]:
     try:
-        return [float(x) for x in text.split(",") if x.strip()]
+        return [parse_count(x) for x in text.split(",") if x.strip()]
     except ValueError:
-        raise PlasticError(f"{what} = {text!r}: expected comma-separated numbers, e.g. 1e9,7e9") from None
+        raise PlasticError(f"{what} = {text!r}: expected comma-separated numbers, e.g. 1e9,7e9 or 1B,7B") from None
+
+
+def _count(text: str) -> float:
+    """argparse type for a count such as 5e9 or 5B."""
+    try:
+        return parse_count(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a count; write e.g. 5e9 or 5B") from None
 
 
 def _g(x: float | None, fmt: str = ".4g") -> str:
@@ -99,7 +109,7 @@ def register(sub) -> None:
     p.add_argument("--forms", default=",".join(FORMS), help=f"comma-separated forms (default {','.join(FORMS)})")
     p.add_argument("--extrapolate", default="", metavar="P1,P2",
                    help="sizes (non-embedding params) to extrapolate the power law to, e.g. 1e9,7e9")
-    p.add_argument("--tokens-per-task", type=float, default=None, metavar="N",
+    p.add_argument("--tokens-per-task", type=_count, default=None, metavar="N",
                    help="tokens per task instance, to report extrapolations in tokens (paper: 5e9)")
     p.add_argument("--bootstrap", type=int, default=2000, metavar="B",
                    help="bootstrap draws for the CI of b (default 2000; 0 = off)")
