@@ -53,7 +53,7 @@ def test_micro_ladder_fixed_aspect_and_head_dim():
     heads = {d // h for _, d, h in MICRO_PRESETS.values()}
     assert aspects == {16} and heads == {16}
     counts = [non_embedding_params(from_preset(n)) for n in MICRO_PRESETS]
-    assert counts == sorted(counts) and 4 <= len(counts) <= 6
+    assert counts == sorted(counts) and 5 <= len(counts) <= 6
 
 
 def test_from_depth_dial():

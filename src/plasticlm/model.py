@@ -70,10 +70,11 @@ PAPER_HEAD_DIM = 64
 
 # A CPU micro ladder: fixed aspect d/L = 16 and fixed head dim 16 across the ladder, so that, as in
 # the paper's ladder, width and depth grow together and only the head count changes per head size.
-# The ladder spans 26x in non-embedding parameters (25K..670K, the paper's spans 64x), which is
+# The ladder spans 204x in non-embedding parameters (3K..670K, the paper's spans 64x), which is
 # enough for a power-law fit, while the largest still trains at tens of thousands of tokens/s on
 # 2 CPU cores with a 1,024-token vocabulary (shared/spec/data-sources.md, "CPU facts").
 MICRO_PRESETS: dict[str, tuple[int, int, int]] = {
+    "3K": (1, 16, 1),
     "25K": (2, 32, 2),
     "85K": (3, 48, 3),
     "200K": (4, 64, 4),
