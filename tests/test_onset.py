@@ -206,3 +206,16 @@ def test_cli_onset_bad_csv_exits_2_naming_the_file(tmp_path, capsys, text, probl
     assert main(["onset", "--scores", str(p)]) == 2
     err = capsys.readouterr().err
     assert str(p) in err and problem in err
+
+
+def test_earliest_locatable_is_the_first_interior_smoothed_point():
+    from plasticlm.onset import earliest_locatable
+
+    x = [40, 8, 16, 32, 24]  # any order
+    assert earliest_locatable(x) == 24 and earliest_locatable(x, window=1) == 16
+    assert earliest_locatable(x[:4]) is None  # 4 points: no interior minimum possible
+    falling_then_rising = [5.0, 4.0, 3.0, 3.5, 4.5, 5.5]  # smoothed minimum at the third point
+    assert find_onset([8, 16, 24, 32, 40, 48], falling_then_rising).onset_task_index == \
+        earliest_locatable([8, 16, 24, 32, 40, 48]) == 24
+    with pytest.raises(PlasticError, match="duplicate"):
+        earliest_locatable([8, 8, 16, 24, 32])

@@ -114,6 +114,10 @@ def test_summary_states_onsets_fit_and_its_limits(study_dir, study_report):
                        f"{int(float(row['ci95_low']))}, {int(float(row['ci95_high']))}] task instances" in summary
     designed = [rows[f"{p}-s0-continual"]["onset_task_index"] for p in ("200K", "390K", "670K")]
     assert designed == ["3", "5", "6"]
+    # probes after every task from task 1: 3 is the earliest onset the rule can return, 5 is not
+    early = "the earliest probe point the rule can return (the smoothed minimum must be interior)"
+    sentence = {p: re.search(rf"{p} s0 \(continual\): onset after [^.]*\.", summary).group(0) for p in ("200K", "390K")}
+    assert early in sentence["200K"] and early not in sentence["390K"]
     assert rows["670K-s0-stationary"]["onset_task_index"] == ""  # designed at 8 of 9 probes: still falling
     assert "670K s0 (stationary): no onset: the smoothed score is lowest at its last point" in summary
     fit = read_json(study_dir / "fit.json")

@@ -198,7 +198,8 @@ def test_counts_with_suffixes_read_as_numbers(tmp_path, capsys):
 
     assert [parse_count(x) for x in ("27M", "1.8t", "5e9", "5B", "3g", "1_000", " 12k ")] == \
         [27e6, 1.8e12, 5e9, 5e9, 3e9, 1000.0, 12e3]
-    for x in (1234.0, 5.2e6, 3.14e9):
+    assert (si(1.8e12), si(3.08e24), si(9.5e-9)) == ("1.8T", "3.08e+24", "9.5e-09")  # no '3.08e+12T'
+    for x in (1234.0, 5.2e6, 3.14e9, 3.08e24):
         assert parse_count(si(x)) == pytest.approx(x, rel=5e-3)
     with pytest.raises(ValueError):
         parse_count("27 million")
@@ -217,3 +218,14 @@ def test_counts_with_suffixes_read_as_numbers(tmp_path, capsys):
         main(["fit", "--onsets", str(plain), "--tokens-per-task", "lots"])
     assert exit_.value.code == 2
     assert "'lots' is not a count" in capsys.readouterr().err
+
+
+def test_figure_y_axis_is_clipped_only_when_intervals_run_away():
+    from plasticlm.scaling import clipped_y_limits
+
+    centre = np.array([20.0, 30.0, 80.0])
+    assert clipped_y_limits(centre, np.array([10.0, 200.0])) is None  # within 100x: nothing to clip
+    assert clipped_y_limits(centre, np.array([1e-14, 5.0, 2e19])) == (0.2, 8000.0)
+    assert clipped_y_limits(centre, np.array([0.5, 2e19])) == (0.5, 8000.0)  # each side on its own
+    assert clipped_y_limits(centre, np.array([0.0, 50.0, np.inf])) == (0.2, 8000.0)  # log axis: >0, finite
+    assert clipped_y_limits(np.array([np.nan]), np.array([1.0])) is None

@@ -1,4 +1,5 @@
 import csv
+import html
 
 from plasticlm.runlog import read_json
 from plasticlm.sweep import ONSET_COLUMNS, run_specs, run_sweep
@@ -95,6 +96,26 @@ def test_study_runs_every_stage_and_dry_run_plans(tmp_path, home, capsys):
     assert [r["status"] for r in dry_run(cfg)["runs"]] == ["done"]
     with open(tmp_path / "study" / "onsets.csv") as f:
         assert "ci_fraction_null" in f.readline()
+    page = (tmp_path / "study" / "report" / "index.html").read_text()
+    assert summary["report_summary"][0].startswith("1 runs (1 done) at 1 sizes")
+    assert all(html.escape(item, quote=False) in page for item in summary["report_summary"])
+
+
+def test_cli_study_ends_with_the_table_the_summary_and_the_report_path(tmp_path, home, capsys, monkeypatch):
+    import plasticlm.train
+    from plasticlm.cli import main
+    from plasticlm.config import dumps_toml
+
+    cfg = tiny_config(*SWEEP, "sweep.presets=[25K]", "sweep.parallel=1", f"sweep.out_dir={tmp_path / 'study'}")
+    (tmp_path / "study.toml").write_text(dumps_toml(cfg))
+    monkeypatch.setattr(plasticlm.train, "load_data", lambda cfg, progress=True: fake_data())
+    assert main(["study", str(tmp_path / "study.toml"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    table, rest = out.split("Summary (the top of the report):")
+    assert "25K-s0-continual" in table and "power law" not in table
+    summary, report = rest.split("\nreport: ")
+    assert summary.strip().startswith("- 1 runs (1 done) at 1 sizes") and "No scaling-law fit" in summary
+    assert report.strip() == str(tmp_path / "study" / "report" / "index.html")
 
 
 def test_a_run_that_fails_does_not_stop_the_sweep(tmp_path, home, capsys):

@@ -174,7 +174,7 @@ class ProbeConfig:
 class SweepConfig:
     """A study over sizes and seeds."""
 
-    presets: list[str] = opt(["25K", "85K"], "Presets to run.")
+    presets: list[str] = opt(["3K", "25K", "85K"], "Presets to run.")
     seeds: list[int] = opt([0], "Seeds to run for each preset.")
     stationary: bool = opt(False, "Also run each preset on the stationary stream.")
     parallel: int = opt(1, "Runs trained at once (processes).")

@@ -294,6 +294,16 @@ def find_onset(task_indices: Sequence[float] | np.ndarray, scores: Sequence[floa
     return result(float(sx[j]), net, None)
 
 
+def earliest_locatable(task_indices: Sequence[float] | np.ndarray, window: int = 3) -> float | None:
+    """The earliest task index ``find_onset`` can return for these probe points: the second smoothed
+    point, x_{h+1} (the first is never interior). An onset found there may lie earlier, between
+    probes the schedule does not have. None when there are too few points for any onset."""
+    w = _check_window(window)
+    x, _ = _order(task_indices)
+    h = (w - 1) // 2
+    return float(x[h + 1]) if x.size >= w + 2 else None
+
+
 def _net_degradation(s: np.ndarray, sx: np.ndarray, j: int) -> float | None:
     if s[j] > 0:
         return None

@@ -375,6 +375,26 @@ def fit_scaling(
 # --------------------------------------------------------------------------------------------
 
 
+_Y_MARGIN = 100.0
+"""How far (as a factor) the figure's y-axis may reach beyond the data and the fitted law."""
+
+
+def clipped_y_limits(centre: np.ndarray, spread: np.ndarray, margin: float = _Y_MARGIN
+                     ) -> tuple[float, float] | None:
+    """Log-axis y-limits for the onset figure: the range of ``spread`` (band and interval ends)
+    clipped to ``margin`` times beyond the range of ``centre`` (data and fitted law); None when
+    nothing needs clipping. A spread end at or below 0 or at +inf is clipped (log axis)."""
+    c = centre[np.isfinite(centre) & (centre > 0)]
+    if c.size == 0:
+        return None
+    y_lo, y_hi = c.min() / margin, c.max() * margin
+    w = spread[~np.isnan(spread)]
+    low, high = (w.min(), w.max()) if w.size else (c.min(), c.max())
+    if low >= y_lo and high <= y_hi:
+        return None
+    return float(max(min(low, c.min()), y_lo)), float(min(max(high, c.max()), y_hi))
+
+
 def plot_onset_fit(points: tuple[Sequence[float], Sequence[float]], fit: FormFit,
                    extrapolations: Sequence[Extrapolation], path: str | Path,
                    title: str | None = None) -> Path:
@@ -382,7 +402,9 @@ def plot_onset_fit(points: tuple[Sequence[float], Sequence[float]], fit: FormFit
 
     Draws the points (one marker per seed), the fitted law (``fit``, normally the power law)
     with its 95% confidence band of the mean, and the extrapolated onsets with their 95%
-    prediction intervals as error bars. The format follows the file suffix (png, pdf, svg).
+    prediction intervals as error bars. When the band or an interval spans more than ``_Y_MARGIN``
+    times beyond the data and the law (few points, far extrapolation), the y-axis is clipped there
+    and the figure says so, so that the points stay readable. The format follows the file suffix (png, pdf, svg).
     Uses matplotlib's object API (no pyplot, no global backend state; Agg canvas).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -409,6 +431,12 @@ def plot_onset_fit(points: tuple[Sequence[float], Sequence[float]], fit: FormFit
         ax.errorbar(ex, ey, yerr=err, fmt="s", color="C3", capsize=3, label="extrapolated (95% PI)")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    pis = np.array([x for e in extrapolations for x in e.pi95], dtype=np.float64)
+    limits = clipped_y_limits(np.concatenate([t_obs, fit.predict(grid)]), np.concatenate([lo, hi, pis]))
+    if limits is not None:  # keep the data readable when the band or an interval spans many decades
+        ax.set_ylim(*limits)
+        ax.text(0.99, 0.01, f"y-axis clipped at {_Y_MARGIN:g}x beyond the data and the fitted law",
+                transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.4")
     ax.set_xlabel("non-embedding parameters P")
     ax.set_ylabel("onset T (task instances)")
     ax.set_title(title or "Onset of plasticity loss vs model size")

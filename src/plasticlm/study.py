@@ -35,7 +35,7 @@ def dry_run(cfg: Config) -> dict[str, Any]:
 
 def run_study(cfg: Config, *, config_path: str | None = None, parallel: int | None = None, quiet: bool = False,
               data: Any = None) -> dict[str, Any]:
-    """Run every stage; return the sweep summary with the report path."""
+    """Run every stage; return the sweep summary with the report path and the report's summary text."""
     study_dir = Path(cfg.sweep.out_dir)
     t0 = time.perf_counter()
     if data is None:
@@ -48,15 +48,16 @@ def run_study(cfg: Config, *, config_path: str | None = None, parallel: int | No
     in_process = (parallel or cfg.sweep.parallel) <= 1  # spawned workers load the (now cached) data themselves
     summary = run_sweep(cfg, study_dir, config_path=config_path, parallel=parallel, quiet=quiet,
                         data=data if in_process else None)
-    from plasticlm.report import build_report
+    from plasticlm.report.build import make_report
     from plasticlm.sweep import StudyLog
 
     t1 = time.perf_counter()
     log = StudyLog(study_dir, cfg, config_path)
     log.stage("report", "running")
-    index = build_report(study_dir)
+    report = make_report(study_dir)
     log.stage("report", "done", time.perf_counter() - t1)
-    summary["report"] = str(index)
+    summary["report"] = str(report.index)
+    summary["report_summary"] = report.summary
     summary["seconds"] = {"data": round(data_s, 1), "total": round(time.perf_counter() - t0, 1),
                           "report": round(time.perf_counter() - t1, 1)}
     return summary

@@ -9,6 +9,8 @@ def si(x: float | None) -> str:
     """1234567 -> '1.23M': token and parameter counts (K, M, B, T, as in '5B tokens'); None/nan -> '-'."""
     if x is None or not math.isfinite(x):
         return "-"
+    if abs(x) >= 1e15:  # beyond T: plain scientific notation, not '3.1e+03T'
+        return f"{x:.3g}"
     for div, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "K")):
         if abs(x) >= div:
             return f"{x / div:.3g}{suffix}"

@@ -80,7 +80,7 @@ def register(sub) -> None:
 
     b = sub.add_parser("bench", help="training throughput, time per step and peak memory per preset",
                        description="Times optimizer steps on random tokens (no data needed).")
-    b.add_argument("--presets", default="25K,85K,200K,390K,670K", help="comma-separated preset names")
+    b.add_argument("--presets", default="3K,25K,85K,200K,390K,670K", help="comma-separated preset names")
     b.add_argument("--vocab-size", type=int, default=1024)
     b.add_argument("--seq-len", type=int, default=128)
     b.add_argument("--batch-size", type=int, default=32)

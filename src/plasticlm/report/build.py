@@ -13,7 +13,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from plasticlm.report.html import render_page
+from plasticlm.report.html import Bullets, render_page
 from plasticlm.report.load import load_report_input
 from plasticlm.report.sections import Context, build_sections
 from plasticlm.runlog import atomic_write_text
@@ -29,10 +29,12 @@ class Report:
     """Ids of the sections on the page, in order."""
     skipped: list[dict[str, str]] = field(default_factory=list)
     """Sections that apply but could not be shown: {"section", "reason"}."""
+    summary: list[str] = field(default_factory=list)
+    """The page's summary, one plain-text sentence group per bullet (for terminals and JSON)."""
 
     def to_json(self) -> dict[str, Any]:
         return {"index": str(self.index), "figures": [str(p) for p in self.figures], "sections": self.sections,
-                "skipped": self.skipped}
+                "skipped": self.skipped, "summary": self.summary}
 
 
 def _version() -> str:
@@ -64,8 +66,10 @@ def make_report(directory: str | Path, n_boot: int | None = None) -> Report:
     for old in out.glob("fig-*.png"):  # figures of an earlier build that this one did not draw
         if old.name not in keep:
             old.unlink()
+    bullets = [b for b in sections[0].blocks if isinstance(b, Bullets)]  # sections[0] is the summary
     return Report(index, list(ctx.figures), [s.id for s in sections],
-                  [{"section": s.title, "reason": s.reason} for s in skipped])
+                  [{"section": s.title, "reason": s.reason} for s in skipped],
+                  [item for b in bullets for item in b.items])
 
 
 def build_report(directory: str | Path, n_boot: int | None = None) -> Path:

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from plasticlm.onset import earliest_locatable
 from plasticlm.report import figures as F
 from plasticlm.report.html import Block, Bullets, Image, Note, Paragraph, Section, Table
 from plasticlm.report.load import WINDOW, ReportInput, RunData
@@ -136,6 +137,10 @@ def _onset_sentence(run: RunData) -> str:
     if o.tokens is not None:
         extra.append(f"{tokens(o.tokens)} tokens")
     text += f" ({', '.join(extra)})" if extra else ""
+    points = [p["task_index"] for p in run.probes if p.get("task_index") is not None]
+    if len(set(points)) == len(points) and o.task_index == earliest_locatable(points, WINDOW):
+        text += (": the earliest probe point the rule can return (the smoothed minimum must be interior), so the "
+                 "onset may lie earlier; probes before it would resolve it")
     if o.ci is None:
         return text + "; no confidence interval (it needs the per-sequence probe losses and 5 or more probes)"
     lo, hi = o.ci
