@@ -125,7 +125,7 @@ def test_summary_states_onsets_fit_and_its_limits(study_dir, study_report):
     assert f"Power law T = a P^b fitted to {n} onsets at {fit['n_sizes']} sizes: b = {b:.3g}" in summary
     if n == 3:  # only the designed onsets: 3, 5, 6 give b ~ 0.58 with an OLS CI far wider than [0, 1]
         assert "The 95% CI of b includes 0: these data do not show that larger models lose plasticity later" in summary
-        assert "Only 3 onsets: the fit has 1 residual degree(s) of freedom, so b and its intervals rest on" in summary
+        assert "Only 3 onsets: the fit has 1 residual degree of freedom, so b and its intervals rest on" in summary
     assert f"2^b = {2 ** b:.2f}" in summary
     far = 7e9 / max(float(r["non_embedding_params"]) for r in rows.values() if r["onset_task_index"]
                     and r["stream"] == "continual")
@@ -231,7 +231,7 @@ def test_missing_or_failed_fit_is_explained(study_dir, tmp_path):
     assert "fig-onset-fit.png" not in {p.name for p in r.figures}
     assert not (study / "report" / "fig-onset-fit.png").exists()  # a figure of an earlier build is removed
     scaling = section_text(r, "scaling")
-    assert "No scaling-law fit: fit.json is absent" in scaling and "Onsets exist for 3 run(s) at 3 size(s)" in scaling
+    assert "No scaling-law fit: fit.json is absent" in scaling and "Onsets exist for 3 runs at 3 sizes" in scaling
     assert "No scaling-law fit: fit.json is absent" in section_text(r, "summary")
 
     atomic_write_json(study / "fit.json", {"error": "2 size(s) with an onset; a scaling-law fit needs at least 3",

@@ -205,7 +205,7 @@ def test_counts_with_suffixes_read_as_numbers(tmp_path, capsys):
         parse_count("27 million")
     plain = _csv(tmp_path, "params,onset\n5000000,6\n12000000,10\n27000000,14\n")
     (tmp_path / "sfx").mkdir()
-    suffixed = _csv(tmp_path / "sfx", "params,onset\n5M,6\n12M,10\n27M,14\n")
+    suffixed = _csv(tmp_path / "sfx", "\ufeffparams,onset\n5M,6\n12M,10\n27M,14\n")  # with a spreadsheet's BOM
     docs = []
     for p, extra in ((plain, ["1000000000", "5000000000"]), (suffixed, ["1B", "5B"])):
         assert main(["fit", "--onsets", str(p), "--extrapolate", extra[0], "--tokens-per-task", extra[1],

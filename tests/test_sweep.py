@@ -97,7 +97,7 @@ def test_study_runs_every_stage_and_dry_run_plans(tmp_path, home, capsys):
     with open(tmp_path / "study" / "onsets.csv") as f:
         assert "ci_fraction_null" in f.readline()
     page = (tmp_path / "study" / "report" / "index.html").read_text()
-    assert summary["report_summary"][0].startswith("1 runs (1 done) at 1 sizes")
+    assert summary["report_summary"][0].startswith("1 run (1 done) at 1 size (")
     assert all(html.escape(item, quote=False) in page for item in summary["report_summary"])
 
 
@@ -114,7 +114,7 @@ def test_cli_study_ends_with_the_table_the_summary_and_the_report_path(tmp_path,
     table, rest = out.split("Summary (the top of the report):")
     assert "25K-s0-continual" in table and "power law" not in table
     summary, report = rest.split("\nreport: ")
-    assert summary.strip().startswith("- 1 runs (1 done) at 1 sizes") and "No scaling-law fit" in summary
+    assert summary.strip().startswith("- 1 run (1 done) at 1 size (") and "No scaling-law fit" in summary
     assert report.strip() == str(tmp_path / "study" / "report" / "index.html")
 
 

@@ -33,7 +33,7 @@ def read_csv_columns(
     p = Path(path)
     if not p.is_file():
         raise PlasticError(f"{p}: file does not exist")
-    with p.open(newline="", encoding="utf-8") as f:
+    with p.open(newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's BOM is not a header
         reader = csv.reader(f)
         try:
             header = next(reader)

@@ -141,6 +141,8 @@ def train_runs(specs: list[RunSpec], study_dir: Path, parallel: int = 1, quiet: 
                 bar.n = done
                 bar.refresh()
         pending.get()  # re-raises a worker's error
+        pool.close()  # let the workers exit on their own: terminate() (the with-block's exit) can leave
+        pool.join()   # a semaphore behind, which the resource tracker then warns about at shutdown
     if bar is not None:
         bar.n = bar.total
         bar.close()

@@ -97,6 +97,10 @@ def _panel_title(preset: str, runs: list[RunData]) -> str:
     return preset if p is None else f"{preset}: {p:,} non-embedding params"
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" + ("" if n == 1 else "s")
+
+
 def continual_runs(inp: ReportInput) -> list[RunData]:
     """Runs on a switching stream (continual or permuted): the ones whose onset the scaling law uses."""
     return [r for r in inp.runs if r.stream != "stationary"]
@@ -268,7 +272,7 @@ def scaling(ctx: Context) -> Section | Skipped | None:
     title = "Onset vs model size"
     P, T = _fit_points(inp)
     n_sizes = len(set(P))
-    have = f"Onsets exist for {len(P)} run(s) at {n_sizes} size(s)."
+    have = f"Onsets exist for {_plural(len(P), 'run')} at {_plural(n_sizes, 'size')}."
     if inp.fit is None:
         return Section("scaling", title, [Note(f"No scaling-law fit: {inp.fit_note}. {have}"),
                                           *_onset_bounds_figure(ctx)])
@@ -476,7 +480,8 @@ def problems(ctx: Context) -> Section | Skipped | None:
 def _fit_sentences(inp: ReportInput) -> list[str]:
     P, _ = _fit_points(inp)
     if inp.fit is None:
-        return [f"No scaling-law fit: {inp.fit_note}. Onsets exist for {len(P)} run(s) at {len(set(P))} size(s)."]
+        return [f"No scaling-law fit: {inp.fit_note}. Onsets exist for {_plural(len(P), 'run')} at "
+                f"{_plural(len(set(P)), 'size')}."]
     fit = inp.fit
     pw = fit["fits"]["power"]
     b, ci, boot = float(pw["b"]), pw.get("b_ci95"), pw.get("b_boot95")
@@ -504,8 +509,8 @@ def _fit_sentences(inp: ReportInput) -> list[str]:
         out.append(f"b >= 1: here the onset grows at least linearly with size ({double}); arXiv:2606.24752 "
                    "finds b < 1.")
     if isinstance(n, int) and n - 2 <= 2:
-        out.append(f"Only {n} onsets: the fit has {n - 2} residual degree(s) of freedom, so b and its intervals "
-                   "rest on very little data; one more size could change them a lot.")
+        out.append(f"Only {n} onsets: the fit has {_plural(n - 2, 'residual degree')} of freedom, so b and its "
+                   "intervals rest on very little data; one more size could change them a lot.")
     best = fit.get("best_by_loo")
     if best:
         out.append(f"By leave-one-out RMSE the best form is {best}"
@@ -585,8 +590,10 @@ def summary(ctx: Context, skipped: list[Skipped]) -> Section:
             streams[r.stream or "unknown"] += 1
         done = sum(r.status == "done" for r in runs)
         seeds = sorted({r.seed for r in runs if r.seed is not None})
-        items.append(f"{len(runs)} runs ({done} done) at {len(_by_size(runs))} sizes (non-embedding parameters): "
-                     f"{sizes}; streams: " + ", ".join(f"{k} x{v}" for k, v in streams.items())
+        n_sizes = len(_by_size(runs))
+        items.append(f"{_plural(len(runs), 'run')} ({done} done) at {_plural(n_sizes, 'size')} "
+                     f"(non-embedding parameters): {sizes}; streams: "
+                     + ", ".join(f"{k} x{v}" for k, v in streams.items())
                      + f"; seeds: {', '.join(map(str, seeds)) or '-'}.")
     items += _onset_lines(runs)
     if inp.kind == "study":
