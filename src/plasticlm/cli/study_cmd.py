@@ -94,7 +94,8 @@ def register(sub) -> None:
     p = sub.add_parser(
         "study", help="the whole study: corpus -> runs -> probes -> onsets -> fit -> report",
         description="Builds what is missing (corpus, tokenizer, shards), runs the sweep, probes, detects "
-        "onsets, fits the scaling law and writes STUDY_DIR/report/index.html. Resumable at every stage.",
+        "onsets, fits the scaling law and writes STUDY_DIR/report/index.html. Resumable at every stage. Ends by "
+        "printing the onsets, the report's summary and the report's path (--json: all of it as one document).",
     )
     p.add_argument("config", help="TOML study config, e.g. configs/demo.toml")
     add_set(p)
