@@ -47,3 +47,13 @@ def test_config_validate_json_and_show(tmp_path, capsys):
 def test_missing_config_file_exits_2(capsys):
     assert main(["config", "show", "/nonexistent.toml"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_a_reader_that_leaves_early_is_not_a_traceback():
+    """`plasticlm ... --json | head`: the closed pipe ends the command quietly with 141 (128 + SIGPIPE)."""
+    proc = subprocess.Popen([sys.executable, "-m", "plasticlm", "presets", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc.stdout.close()  # before the command has written anything (its imports take far longer)
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert "Traceback" not in err and "BrokenPipeError" not in err
