@@ -1,6 +1,8 @@
 import csv
 import html
 
+import pytest
+
 from plasticlm.runlog import read_json
 from plasticlm.sweep import ONSET_COLUMNS, run_specs, run_sweep
 from tests.fakes import fake_data, tiny_config
@@ -63,10 +65,12 @@ def test_interrupted_run_resumes_in_sweep(tmp_path, home):
     assert (run_dir / "metrics.jsonl").read_text().count("val/aa/bpb") == ref
 
 
-def test_sweep_of_two_micro_presets_on_the_synthetic_source(tmp_path, home):
+@pytest.mark.parametrize("parallel", [1, 2], ids=["in-process", "spawned-pool"])
+def test_sweep_of_two_micro_presets_on_the_synthetic_source(tmp_path, home, parallel):
+    """#6 acceptance; with parallel = 2 the runs train in spawned workers that load the cached data."""
     from plasticlm.config import load_config
 
-    cfg = load_config(None, [
+    cfg = load_config(None, [f"sweep.parallel={parallel}",
         "data.source=synthetic", "data.synthetic_bytes=60000", "data.vocab_size=320", "model.seq_len=32",
         "stream.languages=[en, fr, de]", "stream.tokens_per_task=2560", "stream.cycles=2", "train.batch_size=4",
         "eval.sequences=4", "probe.after_languages=[]", "probe.every_tokens=2560", "probe.steps=4",
