@@ -3,6 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import Any
+
+
+def num(x: Any, fmt: str = ".3g") -> str:
+    """A number for tables and text: ``format(x, fmt)``, '-' for None and non-finite values."""
+    if x is None or not math.isfinite(float(x)):
+        return "-"
+    return format(float(x), fmt)
 
 
 def si(x: float | None) -> str:

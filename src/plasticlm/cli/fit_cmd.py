@@ -17,7 +17,7 @@ from plasticlm.scaling import (
     plot_onset_fit,
     read_onsets_csv,
 )
-from plasticlm.units import parse_count
+from plasticlm.units import num, parse_count
 
 
 def _floats(text: str, what: str) -> list[float]:
@@ -36,7 +36,8 @@ def _count(text: str) -> float:
 
 
 def _g(x: float | None, fmt: str = ".4g") -> str:
-    return "-" if x is None or not np.isfinite(x) else format(x, fmt)
+    """``units.num`` with this command's default of four significant digits."""
+    return num(x, fmt)
 
 
 def _print_human(fit: ScalingFit, source: str, skipped: list[int], figure: str | None) -> None:

@@ -6,9 +6,10 @@ import textwrap
 
 from plasticlm.cli._common import add_json, add_set, print_json, print_table
 from plasticlm.config import load_config
+from plasticlm.units import num
 
 
-def _print_onsets(summary: dict, fit_line: bool = True) -> None:
+def _print_onsets(summary: dict) -> None:
     rows = [{"run": r["name"], "params": r["non_embedding_params"],
              "onset (tasks)": "-" if r["onset_task_index"] is None else r["onset_task_index"],
              "onset tokens": "-" if r["onset_tokens"] is None else f"{r['onset_tokens']:,}",
@@ -18,8 +19,6 @@ def _print_onsets(summary: dict, fit_line: bool = True) -> None:
              else f"{r['net_degradation_tokens']:,}"}
             for r in summary["onsets"]]
     print_table(rows, ["run", "params", "onset (tasks)", "onset tokens", "95% CI", "net degradation tokens"])
-    if fit_line:
-        _print_fit(summary["fit"])
 
 
 def _print_fit(fit: dict) -> None:
@@ -28,13 +27,8 @@ def _print_fit(fit: dict) -> None:
     else:
         p = fit["fits"]["power"]
         lo, hi = p["b_ci95"]
-        r2 = "-" if p["r2"] is None else f"{p['r2']:.3f}"
-        print(f"power law T = a P^b: b = {p['b']:.3f} (95% CI [{_g(lo)}, {_g(hi)}]), R^2 = {r2}; "
+        print(f"power law T = a P^b: b = {p['b']:.3f} (95% CI [{num(lo)}, {num(hi)}]), R^2 = {num(p['r2'], '.3f')}; "
               f"best form by leave-one-out RMSE: {fit['best_by_loo']}")
-
-
-def _g(x: float | None) -> str:
-    return "-" if x is None else f"{x:.3g}"
 
 
 def run_sweep_cmd(args) -> int:
@@ -48,6 +42,7 @@ def run_sweep_cmd(args) -> int:
     else:
         print(f"study directory: {summary['study_dir']} ({summary['runs']} runs)")
         _print_onsets(summary)
+        _print_fit(summary["fit"])
     return 0
 
 
@@ -69,7 +64,7 @@ def run_study_cmd(args) -> int:
         print_json(summary)
         return 0
     print()
-    _print_onsets(summary, fit_line=False)  # the summary below states the fit with its caveats
+    _print_onsets(summary)  # no fit line: the summary below states the fit with its caveats
     print("\nSummary (the top of the report):")
     for item in summary.get("report_summary", []):
         print(textwrap.fill(item, width=100, initial_indent="- ", subsequent_indent="  "))

@@ -66,7 +66,7 @@ def make_report(directory: str | Path, n_boot: int | None = None) -> Report:
     for old in out.glob("fig-*.png"):  # figures of an earlier build that this one did not draw
         if old.name not in keep:
             old.unlink()
-    bullets = [b for b in sections[0].blocks if isinstance(b, Bullets)]  # sections[0] is the summary
+    bullets = [b for s in sections if s.id == "summary" for b in s.blocks if isinstance(b, Bullets)]
     return Report(index, list(ctx.figures), [s.id for s in sections],
                   [{"section": s.title, "reason": s.reason} for s in skipped],
                   [item for b in bullets for item in b.items])

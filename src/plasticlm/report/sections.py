@@ -21,7 +21,7 @@ from plasticlm.onset import earliest_locatable
 from plasticlm.report import figures as F
 from plasticlm.report.html import Block, Bullets, Image, Note, Paragraph, Section, Table
 from plasticlm.report.load import WINDOW, ReportInput, RunData
-from plasticlm.units import si
+from plasticlm.units import num, si
 
 FORM_ORDER = ("power", "linear", "linear_log", "exponential")
 
@@ -56,13 +56,6 @@ class Context:
 # --------------------------------------------------------------------------------------------
 # Formatting
 # --------------------------------------------------------------------------------------------
-
-
-def num(x: Any, fmt: str = ".3g") -> str:
-    """A number for the page ('-' for None and non-finite values)."""
-    if x is None or not math.isfinite(float(x)):
-        return "-"
-    return format(float(x), fmt)
 
 
 def ti(x: Any) -> str:
