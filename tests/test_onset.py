@@ -71,27 +71,54 @@ def test_plateau_ties_take_the_earliest_even_with_rounding():
     assert find_onset(range(1, 10), [4, 2, 1, 1, 1, 1, 1, 3, 5]).onset_task_index == 4
 
 
-@pytest.mark.parametrize("y, where", [
-    ([1, 2, 3, 4, 5, 6], "first"),   # monotonically increasing: minimum at the first smoothed point
-    ([6, 5, 4, 3, 2, 1], "last"),    # still falling
-    ([0, 0, 0, 5, 0, 0, -1], "last"),
-    ([0, 0, 0, 3, 3, 0, 0, 0, 3], "first"),  # smoothed 0,1,2,2,1,0,1: tie of the first point and x=6
+@pytest.mark.parametrize("y, onset", [
+    ([1, 2, 3, 4, 5, 6], 1),   # monotonically increasing: minimum at the first smoothed point
+    ([0, 0, 0, 3, 3, 0, 0, 0, 3], 1),  # smoothed 0,1,2,2,1,0,1: tie of the first point and x=6 -> earliest
+    ([2, 1, 3, 4, 5], 1),  # smoothed 2, 8/3, 4
 ])
-def test_minimum_at_the_boundary_of_the_smoothed_range_is_no_onset(y, where):
+def test_minimum_at_the_first_smoothed_point_is_a_left_censored_onset(y, onset):
     r = find_onset(range(len(y)), y)
-    assert r.onset_task_index is None
-    assert f"lowest at its {where} point" in r.reason
+    assert r.onset_task_index == onset and r.code == "left_censored" and r.censored == "left"
+    assert "at or before" in r.reason and r.lower_bound is None
+    assert r.to_json()["censored"] == "left" and r.to_json()["code"] == "left_censored"
+
+
+@pytest.mark.parametrize("y", [[6, 5, 4, 3, 2, 1], [0, 0, 0, 5, 0, 0, -1], [3, 2, 1, 0]])
+def test_minimum_at_the_last_smoothed_point_is_no_onset_with_a_lower_bound(y):
+    r = find_onset(range(len(y)), y)
+    assert r.onset_task_index is None and r.code == "still_improving" and r.censored == "right"
+    assert r.lower_bound == len(y) - 2 and "still falling" in r.reason
+    assert r.to_json()["lower_bound_task_index"] == len(y) - 2
+
+
+def test_paper_schedule_minimum_at_task_6_is_onset_6_flagged():
+    # probes after tasks 2, 6, 8, 10, 14, 16, ... (zh, de, ru of each cycle): the first window-3 mean
+    # exists at task 6; arXiv:2606.24752's smallest models have their onset there
+    x = [2, 6, 8, 10, 14, 16, 18, 22]
+    r = find_onset(x, [0, -5, -4, 3, 5, 7, 8, 9])
+    assert r.onset_task_index == 6 and r.code == "left_censored"
+    assert "never falls" not in r.reason and "at or before" in r.reason
+
+
+def test_interior_onset_has_code_onset_and_no_censoring():
+    r = find_onset(range(1, 8), [5, 3, 1, 0, 2, 4, 6])
+    assert r.code == "onset" and r.censored is None and r.reason is None and r.lower_bound is None
 
 
 def test_increasing_curve_still_has_a_net_degradation_point():
-    r = find_onset(range(1, 7), [-3, -2, -1, 0, 1, 2])  # smoothed -2, -1, 0, 1
-    assert r.onset_task_index is None and r.net_degradation_task_index == 5
+    r = find_onset(range(1, 7), [-3, -2, -1, 0, 1, 2])  # smoothed -2, -1, 0, 1: left-censored at 2
+    assert r.onset_task_index == 2 and r.code == "left_censored" and r.net_degradation_task_index == 5
 
 
-@pytest.mark.parametrize("n, window", [(0, 3), (2, 3), (4, 3), (6, 5)])
+@pytest.mark.parametrize("n, window", [(0, 3), (2, 3), (3, 3), (5, 5)])
 def test_too_few_points(n, window):
     r = find_onset(range(n), np.arange(n, dtype=float)[::-1] ** 2, window)
-    assert r.onset_task_index is None and "probe point(s)" in r.reason
+    assert r.onset_task_index is None and r.code == "too_few_points" and "probe point(s)" in r.reason
+
+
+def test_four_points_are_enough_for_window_3():
+    assert find_onset(range(4), [3, 1, 0, 4]).onset_task_index == 1  # smoothed 4/3, 5/3: left-censored
+    assert find_onset(range(4), [3, 1, 0, 4]).code == "left_censored"
 
 
 def test_five_points_are_enough_for_window_3():
@@ -190,8 +217,9 @@ def test_cli_onset_json(tmp_path, capsys):
     assert doc["onset_task_index"] == 3 and doc["onset_tokens"] is None and doc["ci95"] is None
     assert doc["net_degradation_task_index"] == 6
     assert [s["task_index"] for s in doc["smoothed"]] == [2, 3, 4, 5, 6]
+    assert doc["code"] == "onset" and doc["censored"] is None
     assert main(["onset", "--scores", str(p)]) == 0
-    assert "onset: task_index 3" in capsys.readouterr().out
+    assert "onset: task_index 3 [onset]" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("text, problem", [
@@ -208,14 +236,60 @@ def test_cli_onset_bad_csv_exits_2_naming_the_file(tmp_path, capsys, text, probl
     assert str(p) in err and problem in err
 
 
-def test_earliest_locatable_is_the_first_interior_smoothed_point():
+def test_earliest_locatable_is_the_first_smoothed_point():
     from plasticlm.onset import earliest_locatable
 
     x = [40, 8, 16, 32, 24]  # any order
-    assert earliest_locatable(x) == 24 and earliest_locatable(x, window=1) == 16
-    assert earliest_locatable(x[:4]) is None  # 4 points: no interior minimum possible
-    falling_then_rising = [5.0, 4.0, 3.0, 3.5, 4.5, 5.5]  # smoothed minimum at the third point
-    assert find_onset([8, 16, 24, 32, 40, 48], falling_then_rising).onset_task_index == \
-        earliest_locatable([8, 16, 24, 32, 40, 48]) == 24
+    assert earliest_locatable(x) == 16 and earliest_locatable(x, window=1) == 8
+    assert earliest_locatable(x[:3]) is None  # 3 points: one smoothed point, no minimum to tell
+    rising = [3.0, 3.5, 4.0, 4.5, 5.5, 6.0]  # smoothed minimum at the first smoothed point
+    assert find_onset([8, 16, 24, 32, 40, 48], rising).onset_task_index == \
+        earliest_locatable([8, 16, 24, 32, 40, 48]) == 16
     with pytest.raises(PlasticError, match="duplicate"):
         earliest_locatable([8, 8, 16, 24, 32])
+
+
+# ------------------------------------------------------------------ seeds
+
+
+def test_seed_onset_mean_curve_per_seed_onsets_and_runs_bootstrap():
+    from plasticlm.onset import seed_onset
+
+    x = [8, 16, 24, 32, 40, 48]
+    curves = [[0, -2, -3, -1, 2, 4], [0, -1, -4, -3, 1, 3], [0, -3, -2, 0, 1, 5]]
+    r = seed_onset(x, curves, n_boot=500, seed=1)
+    mean = np.mean(curves, axis=0)
+    assert r.onset_task_index == find_onset(x, mean).onset_task_index == 24
+    assert [o.onset_task_index for o in r.seed_onsets] == [24, 24, 16]
+    assert not r.seeds_agree and r.spread == (16, 24)
+    lo, hi = r.ci.ci
+    assert lo <= 24 <= hi and lo >= 16 and hi <= 32
+    # identical seeds: the interval collapses and they agree; one seed: no interval
+    same = seed_onset(x, [curves[0]] * 3, n_boot=200)
+    assert same.seeds_agree and same.ci.ci == (24, 24)
+    assert seed_onset(x, [curves[0]], n_boot=200).ci is None
+    doc = r.to_json()
+    assert doc["seed_onsets"] == [24, 24, 16] and doc["ci95_runs"] == [lo, hi] and doc["n_seeds"] == 3
+
+
+def test_seed_onset_bad_shape():
+    from plasticlm.onset import seed_onset
+
+    with pytest.raises(PlasticError, match="n_seeds"):
+        seed_onset([1, 2, 3, 4], [[1, 2, 3]])
+
+
+def test_cli_onset_left_censored_and_still_improving_codes(tmp_path, capsys):
+    p = tmp_path / "paper.csv"
+    p.write_text("task_index,score\n2,0\n6,-5\n8,-4\n10,3\n14,5\n16,7\n18,8\n22,9\n")
+    assert main(["onset", "--scores", str(p), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["onset_task_index"] == 6 and doc["code"] == "left_censored" and doc["censored"] == "left"
+    assert main(["onset", "--scores", str(p)]) == 0
+    assert "at or before task_index 6 [left_censored]" in capsys.readouterr().out
+    q = tmp_path / "falling.csv"
+    q.write_text("task_index,score\n1,0\n2,-1\n3,-2\n4,-3\n5,-4\n")
+    assert main(["onset", "--scores", str(q), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["onset_task_index"] is None and doc["code"] == "still_improving"
+    assert doc["censored"] == "right" and doc["lower_bound_task_index"] == 4

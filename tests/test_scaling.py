@@ -229,3 +229,35 @@ def test_figure_y_axis_is_clipped_only_when_intervals_run_away():
     assert clipped_y_limits(centre, np.array([0.5, 2e19])) == (0.5, 8000.0)  # each side on its own
     assert clipped_y_limits(centre, np.array([0.0, 50.0, np.inf])) == (0.2, 8000.0)  # log axis: >0, finite
     assert clipped_y_limits(np.array([np.nan]), np.array([1.0])) is None
+
+
+def test_runs_bootstrap_carries_the_seed_spread():
+    from plasticlm.scaling import bootstrap_exponent_runs
+
+    P = np.repeat([1e4, 1e5, 1e6], 3)
+    rng = np.random.default_rng(0)
+    tight = 10 * (P / 1e4) ** 0.5 * np.exp(0.01 * rng.standard_normal(9))
+    noisy = 10 * (P / 1e4) ** 0.5 * np.exp(0.8 * rng.standard_normal(9))
+    lo_t, hi_t = bootstrap_exponent_runs(P, tight, 1000, seed=3)
+    lo_n, hi_n = bootstrap_exponent_runs(P, noisy, 1000, seed=3)
+    assert lo_t < 0.5 < hi_t and hi_t - lo_t < 0.05
+    assert hi_n - lo_n > 5 * (hi_t - lo_t)  # more spread between seeds, a wider interval
+    assert bootstrap_exponent_runs(P4, T4, 100) is None  # one run per size: nothing to resample
+    assert bootstrap_exponent_runs(P, tight, 500, seed=9) == bootstrap_exponent_runs(P, tight, 500, seed=9)
+    doc = fit_scaling(P, noisy, n_boot=300).to_json()
+    assert doc["fits"]["power"]["b_runs_boot95"] is not None
+
+
+def test_cli_fit_marks_left_censored_onsets_and_can_leave_them_out(tmp_path, capsys):
+    p = _csv(tmp_path, "params,onset,censored\n5M,6,left\n12M,6,left\n27M,14,\n53M,18,\n106M,30,\n")
+    assert main(["fit", "--onsets", str(p), "--forms", "power", "--bootstrap", "0", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["n"] == 5 and doc["n_left_censored"] == 2 and doc["excluded_left_censored"] == 0
+    assert [q["left_censored"] for q in doc["points"]] == [True, True, False, False, False]
+    assert main(["fit", "--onsets", str(p), "--forms", "power", "--bootstrap", "0", "--json",
+                 "--exclude-left-censored"]) == 0
+    doc2 = json.loads(capsys.readouterr().out)
+    assert doc2["n"] == 3 and doc2["n_left_censored"] == 0 and doc2["excluded_left_censored"] == 2
+    assert doc2["fits"]["power"]["b"] != doc["fits"]["power"]["b"]
+    assert main(["fit", "--onsets", str(p), "--forms", "power", "--bootstrap", "0"]) == 0
+    assert "2 of them left-censored" in capsys.readouterr().out

@@ -142,3 +142,34 @@ def test_report_of_a_study_too_small_for_a_fit_shows_onset_bounds(tmp_path, home
     names = [p.name for p in r.figures]
     assert "fig-onset-bounds.png" in names and "fig-onset-fit.png" not in names
     assert (tmp_path / "study" / "report" / "fig-onset-bounds.png").stat().st_size > 1000
+
+
+def test_study_with_three_seeds_reports_seed_based_cis_for_onsets_and_b(tmp_path, home):
+    """Three sizes x three seeds, each run written by hand with its own onset (the seeds disagree by
+    one probe at two sizes): sizes.csv, fit.json and the report carry the seed-based uncertainty."""
+    from plasticlm.report.build import build_report
+    from tests.studies import STUDY, _designed_run
+
+    root = tmp_path / "seeds"
+    cfg = tiny_config(*STUDY[:-2], "sweep.presets=[200K, 390K, 670K]", "sweep.seeds=[0, 1, 2]",
+                      f"sweep.out_dir={root}")
+    onsets = {"200K": [3, 3, 4], "390K": [5, 4, 5], "670K": [6, 6, 6]}
+    for spec in run_specs(cfg):
+        _designed_run(spec.run_dir(root), spec.cfg, onsets[spec.preset][spec.seed], seed=spec.seed)
+    summary = run_sweep(cfg, root, data=fake_data(), quiet=True)
+    with open(root / "sizes.csv") as f:
+        sizes = {r["preset"]: r for r in csv.DictReader(f)}
+    assert set(sizes) == {"200K", "390K", "670K"}
+    for preset, want in onsets.items():
+        row = sizes[preset]
+        assert row["n_seeds"] == "3" and row["seed_onsets"] == ";".join(map(str, want))
+        assert row["seeds_agree"] == str(len(set(want)) == 1)
+        lo, hi = float(row["runs_ci95_low"]), float(row["runs_ci95_high"])
+        assert min(want) <= lo <= float(row["onset_task_index"]) <= hi <= max(want)
+    assert sizes["670K"]["runs_ci95_low"] == sizes["670K"]["runs_ci95_high"] == "6"
+    power = summary["fit"]["fits"]["power"]
+    assert summary["fit"]["n"] == 9 and power["b_runs_boot95"] is not None
+    assert power["b_runs_boot95"][0] <= power["b"] <= power["b_runs_boot95"][1]
+    page = build_report(root).read_text()
+    assert "95% CI over runs" in page and "the seeds disagree" in page and "bootstrap over runs within sizes" in page
+    assert "One seed per size" not in page

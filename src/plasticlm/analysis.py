@@ -32,6 +32,26 @@ def load_probes(run_dir: str | Path) -> list[dict[str, Any]]:
     return rows
 
 
+def probe_noise(rows: list[dict[str, Any]], smoothed: np.ndarray | None = None) -> dict[str, Any] | None:
+    """How much a probe score moves between replicates of one checkpoint, beside the signal.
+
+    From probe rows with ``replicate_aucs`` (``probe.replicates`` >= 2): ``sd_dauc`` is the pooled
+    within-point standard deviation of a single replicate's score, in dAUC points (100 * sd / the
+    first probe's AUC, the unit of the score curve); ``se_dauc`` = sd_dauc / sqrt(K) is the noise of
+    the averaged score that the onset uses. ``signal_dauc`` is the range (max - min) of the smoothed
+    score curve, and ``snr`` = signal_dauc / se_dauc. None without replicates."""
+    reps = [r["replicate_aucs"] for r in rows if r.get("replicate_aucs") and len(r["replicate_aucs"]) >= 2]
+    if not reps or not rows:
+        return None
+    k = min(len(a) for a in reps)
+    var = float(np.mean([np.var(a, ddof=1) for a in reps]))
+    sd = 100.0 * np.sqrt(var) / rows[0]["auc"]
+    se = sd / np.sqrt(k)
+    signal = None if smoothed is None or np.size(smoothed) == 0 else float(np.ptp(smoothed))
+    return {"replicates": k, "points": len(reps), "sd_dauc": float(sd), "se_dauc": float(se),
+            "signal_dauc": signal, "snr": None if signal is None or se == 0 else float(signal / se)}
+
+
 def _curves(run_dir: Path, rows: list[dict]) -> tuple[list[np.ndarray], np.ndarray] | None:
     curves, steps = [], None
     for r in rows:
@@ -92,6 +112,7 @@ def onset_of_run(run_dir: str | Path, window: int = 3, n_boot: int | None = None
     doc["net_degradation_tokens"] = at[net]["tokens_seen"] if net is not None else None
     doc["reference"] = reference
     doc["ci_fraction_null"] = None if ci is None else ci.fraction_null
+    doc["probe_noise"] = probe_noise(rows, result.smoothed)
     doc["scores"] = [{"task_index": r["task_index"], "tokens_seen": r["tokens_seen"], "auc": r["auc"],
                       "dauc": r["dauc"], "dauc_scratch": r.get("dauc_scratch")} for r in rows]
     return result, doc
@@ -112,3 +133,33 @@ def _scratch_curve(run_dir: Path, home: str) -> np.ndarray | None:
         return None
     with np.load(path) as z:
         return z["per_sequence"].astype(np.float64)
+
+
+def onset_of_seeds(run_dirs: list[str | Path], window: int = 3, n_boot: int = 1000, seed: int = 0,
+                   reference: str = "first") -> dict[str, Any]:
+    """The onset of one size from its runs (seeds): ``onset.seed_onset`` on their dAUC curves.
+
+    The curves are taken at the probe points every run has (a diverged probe drops its point for
+    all seeds). Returns ``SeedOnset.to_json()`` plus ``task_index`` (those points), ``onset_tokens``
+    and ``runs``. Raises ``PlasticError`` when a run has no probes or the runs share fewer than
+    ``window`` + 1 probe points."""
+    from plasticlm.onset import seed_onset
+
+    key = "dauc_scratch" if reference == "scratch" else "dauc"
+    curves = []
+    for d in run_dirs:
+        rows = load_probes(d)
+        if not rows:
+            raise PlasticError(f"{d}: no probes yet (probes.jsonl is missing or empty)")
+        curves.append({r["task_index"]: (r[key], r["tokens_seen"]) for r in rows})
+    common = sorted(set.intersection(*(set(c) for c in curves)))
+    if len(common) < window + 1:
+        raise PlasticError(f"the runs share {len(common)} probe point(s); an onset needs at least {window + 1}")
+    scores = np.array([[c[t][0] for t in common] for c in curves], dtype=np.float64)
+    res = seed_onset(common, scores, window=window, n_boot=n_boot, seed=seed)
+    doc = res.to_json()
+    onset = doc["onset_task_index"]
+    doc["onset_tokens"] = None if onset is None else curves[0][onset][1]
+    doc["task_index"] = common
+    doc["runs"] = [str(d) for d in run_dirs]
+    return doc

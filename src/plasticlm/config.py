@@ -162,6 +162,9 @@ class ProbeConfig:
     steps: int = opt(100, "Optimizer steps per probe (paper: 9,537 = 5B tokens).")
     eval_every: int = opt(10, "Validation interval in probe steps, plus step 0 (paper: 95).")
     sequences: int = opt(64, "Fixed validation sequences of the probe language (paper: 1,280).")
+    replicates: int = opt(1, "Probes per probe point, each training on its own window of the probe language's "
+                             "training tokens; the score is their mean AUC, their spread the probe's noise "
+                             "(paper: 1).")
     at_cycle_end: bool = opt(True, "Probe at every cycle boundary (paper: yes).")
     after_languages: list[str] = opt(["zh", "de", "ru"], "Also probe after these tasks (paper: zh, de, ru).")
     every_tokens: int = opt(0, "Probe every N training tokens instead (stationary runs); 0 = off.")
@@ -177,6 +180,8 @@ class SweepConfig:
     presets: list[str] = opt(["3K", "25K", "85K"], "Presets to run.")
     seeds: list[int] = opt([0], "Seeds to run for each preset.")
     stationary: bool = opt(False, "Also run each preset on the stationary stream.")
+    fit_left_censored: bool = opt(True, "Fit left-censored onsets (at or before the first smoothed probe point) "
+                                        "at their value, as arXiv:2606.24752 did; false leaves them out.")
     parallel: int = opt(1, "Runs trained at once (processes).")
     out_dir: str = opt("studies/demo", "Sweep directory: runs/, onsets.csv, fit.json, report/.")
 
@@ -207,6 +212,7 @@ class Config:
             "probe.steps": self.probe.steps,
             "probe.eval_every": self.probe.eval_every,
             "probe.sequences": self.probe.sequences,
+            "probe.replicates": self.probe.replicates,
             "data.vocab_size": self.data.vocab_size,
         }
         p += [f"{k} = {v}: must be > 0" for k, v in positive.items() if v <= 0]

@@ -19,7 +19,7 @@ _EMPTY = {"", "null", "none", "nan", "na"}
 
 
 def read_csv_columns(
-    path: str | Path, columns: list[str], *, allow_empty: tuple[str, ...] = ()
+    path: str | Path, columns: list[str], *, allow_empty: tuple[str, ...] = (), text: tuple[str, ...] = ()
 ) -> dict[str, np.ndarray]:
     """Read the named numeric columns of a CSV file with a header row (other columns are ignored).
 
@@ -27,7 +27,8 @@ def read_csv_columns(
     line number of each row (for messages). Numbers may carry a count suffix (``27M``, ``1.8T``:
     ``units.parse_count``), as onset tables in papers often do. Cells of the columns in ``allow_empty`` may be empty
     (or ``null``/``nan``/``none``/``na``) and then read as NaN; any other non-numeric cell is an
-    error. Raises ``PlasticError`` naming the file for a missing file, a missing column, a
+    error. Columns named in ``text`` are optional and read as stripped strings ("" where the column
+    or the cell is absent). Raises ``PlasticError`` naming the file for a missing file, a missing column, a
     non-numeric or non-finite cell, or a file without data rows.
     """
     p = Path(path)
@@ -50,6 +51,7 @@ def read_csv_columns(
             )
         pos = {c: names.index(c) for c in columns}
         values: dict[str, list[float]] = {c: [] for c in columns}
+        texts: dict[str, list[str]] = {c: [] for c in text}
         lines: list[int] = []
         try:
             for row in reader:
@@ -59,6 +61,9 @@ def read_csv_columns(
                 for c in columns:
                     cell = row[pos[c]].strip() if pos[c] < len(row) else ""
                     values[c].append(_parse_cell(cell, c, line, p, c in allow_empty))
+                for c in text:
+                    i = names.index(c) if c in names else len(row)
+                    texts[c].append(row[i].strip() if i < len(row) else "")
                 lines.append(line)
         except csv.Error as e:
             raise PlasticError(f"{p}: not a valid CSV file (line {reader.line_num}): {e}") from e
@@ -66,6 +71,7 @@ def read_csv_columns(
         raise PlasticError(f"{p}: no data rows below the header")
     out = {c: np.asarray(v, dtype=np.float64) for c, v in values.items()}
     out["_line"] = np.asarray(lines, dtype=np.int64)
+    out.update({c: np.asarray(v, dtype=object) for c, v in texts.items()})
     return out
 
 

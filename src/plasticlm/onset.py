@@ -28,16 +28,25 @@ instances trained before the probe), and an odd window w (paper: 3), h = (w - 1)
 1. smoothed s_j = mean(y_{j-h} .. y_{j+h}), computed only where the whole window fits, i.e. for
    j = h .. n-1-h (m = n - w + 1 smoothed points); the first and last h probe points are never
    the onset.
-2. j* = the earliest index of the smallest s_j. Values within 1e-12 (relative to the largest |s|,
-   at least absolute 1e-12) of the minimum count as ties, so that equal scores summed in another
-   order still tie.
-3. The minimum must be *interior*: j* is neither the first nor the last smoothed point. At the
-   first, the smoothed curve never falls below its start (the minimum may lie before the probes
-   began); at the last, it is still falling when the run ends (the onset has not been reached).
-   Both give no onset (``None``) with a reason. So an onset needs n >= w + 2 points. Ties are
-   resolved first, so a plateau that starts at an interior point gives its first point, and a
-   minimum tied between the first smoothed point and a later one gives no onset.
-4. onset = x at j*.
+2. j* = the earliest index of the smallest s_j (the earliest argmin). Values within 1e-12
+   (relative to the largest |s|, at least absolute 1e-12) of the minimum count as ties, so that
+   equal scores summed in another order still tie.
+3. onset = x at j*, with its censoring (arXiv:2606.24752, "Onset"):
+   - j* interior: an onset, uncensored (``code = "onset"``).
+   - j* = 0, the first smoothed point: an onset, **left-censored** ("at or before"; ``code =
+     "left_censored"``): the minimum may lie before the probes began. The paper counts these: its
+     smallest models' onsets sit at task instance 6, the first point where a window-3 mean exists
+     under its schedule (probes after tasks 2, 6, 8, 10, 14, ...).
+   - j* = m - 1, the last smoothed point (and m > 1): **no onset**, right-censored (``code =
+     "still_improving"``): the smoothed score is still falling at the last probe, so the onset, if
+     any, is at or after ``lower_bound`` = x at j*.
+   - m < 2 (fewer than w + 1 points): no onset (``code = "too_few_points"``): a single smoothed
+     point cannot tell a minimum from a start.
+   Ties are resolved first, so a plateau gives its first point, and a minimum tied between the
+   first smoothed point and a later one is a left-censored onset.
+
+Every result carries a machine-readable ``code`` (``REASON_CODES``) next to its sentence
+(``reason``); later stages (sweep, report) read the code, never the prose.
 
 Net degradation: the first probe point after j* (the earliest smoothed minimum, interior or not)
 whose smoothed score is > 0, i.e. where the model has become worse at learning than at the
@@ -53,7 +62,14 @@ replacement (the same resample for every probe point and for the reference), rec
 AUC, the dAUC curve and its onset, and reports percentile bounds of the onset over the draws that
 have one, with the fraction of draws without an onset. AUC is linear in the per-sequence losses,
 so a resampled AUC is the resample-weighted mean of per-sequence AUCs; this makes 1,000 draws over
-1,280 sequences and a hundred probe points cost milliseconds.
+1,280 sequences and a hundred probe points cost milliseconds. That interval is **evaluation noise
+only** (``ci95_kind = "validation_sequences"``): it cannot see training noise, which between two
+seeds or two machines can move an onset by several cycles.
+
+Seeds: ``seed_onset`` takes S runs of one size probed at the same points. The size's onset is the
+onset of the seed-averaged score curve; its interval is a bootstrap over runs (S runs drawn with
+replacement, averaged, onset found; ``ci95_runs``); the seeds' own onsets are reported beside it,
+with whether they agree. This is the uncertainty the study reports for a size.
 """
 
 from __future__ import annotations
@@ -69,6 +85,21 @@ from plasticlm.files import read_csv_columns
 
 METHOD = "moving_average_min"
 """Name of the onset rule above (in JSON output and run records)."""
+
+REASON_CODES: dict[str, str] = {
+    "onset": "an interior minimum of the smoothed score: an onset",
+    "left_censored": "the smoothed minimum is at the first smoothed point: an onset at or before it",
+    "still_improving": "the smoothed minimum is at the last smoothed point: no onset yet (a lower bound)",
+    "too_few_points": "fewer than window + 1 probe points: no onset can be located",
+    "no_probes": "the run has no probes yet",
+    "not_finished": "the run did not finish: no onset from a partial curve",
+    "seeds_disagree": "seeds put the onset at different probe points",
+}
+"""Machine-readable outcome codes of an onset (``Onset.code``, onsets.csv ``code``): code -> meaning.
+The last three are written by the study (sweep) for runs and sizes; ``find_onset`` returns the first four."""
+
+CENSORING = {"onset": None, "left_censored": "left", "still_improving": "right"}
+"""The censoring of each code that has one: "left" = at or before, "right" = not before (a lower bound)."""
 
 _TIE_RTOL = 1e-12
 
@@ -176,8 +207,10 @@ class Onset:
     """The onset of one score curve (see the module docstring for the rule)."""
 
     onset_task_index: float | None
+    """The onset, also when left-censored; None for no onset."""
     net_degradation_task_index: float | None
     reason: str | None
+    """A sentence: why there is no onset, or why it is censored; None for an uncensored onset."""
     window: int
     task_index: np.ndarray
     """The probe points, sorted."""
@@ -186,11 +219,26 @@ class Onset:
     smoothed_task_index: np.ndarray
     """x of the smoothed points: task_index[h : n - h]."""
     smoothed: np.ndarray
+    code: str = "onset"
+    """The outcome, one of ``REASON_CODES``: onset, left_censored, still_improving, too_few_points."""
     method: str = METHOD
+
+    @property
+    def censored(self) -> str | None:
+        """"left" (onset at or before), "right" (no onset yet; see ``lower_bound``) or None."""
+        return CENSORING.get(self.code)
+
+    @property
+    def lower_bound(self) -> float | None:
+        """For a right-censored curve: the onset is at or after this task index (its last smoothed point)."""
+        return float(self.smoothed_task_index[-1]) if self.code == "still_improving" else None
 
     def to_json(self) -> dict:
         return {
             "onset_task_index": _num(self.onset_task_index),
+            "code": self.code,
+            "censored": self.censored,
+            "lower_bound_task_index": _num(self.lower_bound),
             "method": self.method,
             "window": self.window,
             "smoothed": [
@@ -260,10 +308,11 @@ def _sorted_curve(task_indices, scores) -> tuple[np.ndarray, np.ndarray]:
 
 def find_onset(task_indices: Sequence[float] | np.ndarray, scores: Sequence[float] | np.ndarray,
                window: int = 3) -> Onset:
-    """Onset of plasticity loss: task index of the interior minimum of the window-w moving average.
+    """Onset of plasticity loss: task index of the earliest minimum of the window-w moving average.
 
-    Points are sorted by task index first; duplicate task indices are an error. The exact rule,
-    ties and the "no onset" cases are in the module docstring (arXiv:2606.24752, "Onset").
+    Points are sorted by task index first; duplicate task indices are an error. A minimum at the
+    first smoothed point is a left-censored onset, one at the last is no onset (right-censored);
+    the exact rule, ties and codes are in the module docstring (arXiv:2606.24752, "Onset").
     """
     w = _check_window(window)
     x, y = _sorted_curve(task_indices, scores)
@@ -271,37 +320,37 @@ def find_onset(task_indices: Sequence[float] | np.ndarray, scores: Sequence[floa
     s = moving_average(y, w)
     sx = x[h: x.size - h]  # empty when the window does not fit
 
-    def result(onset: float | None, net: float | None, reason: str | None) -> Onset:
-        return Onset(onset, net, reason, w, x, y, sx, s)
+    def result(onset: float | None, net: float | None, code: str, reason: str | None) -> Onset:
+        return Onset(onset, net, reason, w, x, y, sx, s, code)
 
-    if s.size < 3:
-        return result(None, None, (
-            f"{x.size} probe point(s): the window-{w} moving average needs at least {w} points and an "
-            f"interior minimum at least {w + 2}"
+    if s.size < 2:
+        return result(None, None, "too_few_points", (
+            f"{x.size} probe point(s): the window-{w} moving average needs at least {w} points, and telling "
+            f"a minimum from a start needs {w + 1}"
         ))
     j = int(_earliest_min(s))
     net = _net_degradation(s, sx, j)
-    if j == 0:
-        return result(None, net, (
-            f"the smoothed score is lowest at its first point (task_index {_num(sx[0])}): it never falls "
-            "below its starting level, so the minimum may lie before the probes and cannot be located"
-        ))
     if j == s.size - 1:
-        return result(None, net, (
+        return result(None, net, "still_improving", (
             f"the smoothed score is lowest at its last point (task_index {_num(sx[-1])}): it is still "
-            "falling when the probes end, so the onset has not been reached"
+            f"falling when the probes end, so the onset is not before task_index {_num(sx[-1])} (a lower bound)"
         ))
-    return result(float(sx[j]), net, None)
+    if j == 0:
+        return result(float(sx[0]), net, "left_censored", (
+            f"the smoothed score is lowest at its first point (task_index {_num(sx[0])}): the onset is at or "
+            "before it (left-censored; earlier probes would locate it)"
+        ))
+    return result(float(sx[j]), net, "onset", None)
 
 
 def earliest_locatable(task_indices: Sequence[float] | np.ndarray, window: int = 3) -> float | None:
-    """The earliest task index ``find_onset`` can return for these probe points: the second smoothed
-    point, x_{h+1} (the first is never interior). An onset found there may lie earlier, between
-    probes the schedule does not have. None when there are too few points for any onset."""
+    """The earliest task index ``find_onset`` can return for these probe points: the first smoothed
+    point, x_h. An onset found there is left-censored (it may lie earlier, between probes the
+    schedule does not have). None when there are too few points for any onset."""
     w = _check_window(window)
     x, _ = _order(task_indices)
     h = (w - 1) // 2
-    return float(x[h + 1]) if x.size >= w + 2 else None
+    return float(x[h]) if x.size >= w + 1 else None
 
 
 def _net_degradation(s: np.ndarray, sx: np.ndarray, j: int) -> float | None:
@@ -312,12 +361,12 @@ def _net_degradation(s: np.ndarray, sx: np.ndarray, j: int) -> float | None:
 
 
 def _onset_of_smoothed(smoothed_BM: np.ndarray, smoothed_x: np.ndarray) -> np.ndarray:
-    """Vectorised onsets of B smoothed curves (B, m): task index, NaN where none (same rule)."""
-    if smoothed_BM.shape[-1] < 3:
+    """Vectorised onsets of B smoothed curves (B, m): task index, NaN where none (same rule:
+    a left-censored onset counts, a minimum at the last point does not)."""
+    if smoothed_BM.shape[-1] < 2:
         return np.full(smoothed_BM.shape[0], np.nan)
     j = _earliest_min(smoothed_BM)
-    interior = (j > 0) & (j < smoothed_BM.shape[-1] - 1)
-    return np.where(interior, smoothed_x[j], np.nan)
+    return np.where(j < smoothed_BM.shape[-1] - 1, smoothed_x[j], np.nan)
 
 
 # --------------------------------------------------------------------------------------------
@@ -446,16 +495,21 @@ def onset_document(result: Onset, source: str, tokens_per_task: int | None = Non
     """The JSON document of `plasticlm onset`: onset, tokens (given tokens per task), CI, smoothed curve.
 
     ``onset_tokens`` = onset_task_index * tokens_per_task (None without a run's tokens per task);
-    ``ci95`` = the bootstrap interval (None without per-sequence probe losses).
+    ``ci95`` = the bootstrap interval over validation sequences (None without per-sequence probe
+    losses); ``ci95_kind`` says so: it measures evaluation noise only, not training noise (seeds).
     """
     doc = result.to_json()
     onset = doc["onset_task_index"]
     return {
         "onset_task_index": onset,
         "onset_tokens": None if onset is None or tokens_per_task is None else int(onset * tokens_per_task),
+        "code": doc["code"],
+        "censored": doc["censored"],
+        "lower_bound_task_index": doc["lower_bound_task_index"],
         "method": doc["method"],
         "window": doc["window"],
         "ci95": None if ci is None else ci.to_json()["ci"],
+        "ci95_kind": None if ci is None else "validation_sequences",
         "smoothed": doc["smoothed"],
         "net_degradation_task_index": doc["net_degradation_task_index"],
         "reason": doc["reason"],
@@ -486,3 +540,81 @@ def read_scores_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             "each probe point must appear once"
         )
     return x[order], cols["score"][order]
+
+
+# --------------------------------------------------------------------------------------------
+# Several seeds of one size: training noise
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeedOnset:
+    """The onset of one size from several runs (seeds): the onset of the seed-averaged score curve,
+    each seed's own onset, and a bootstrap interval over runs (module docstring, "Seeds")."""
+
+    mean_curve: Onset
+    """``find_onset`` of the mean score over seeds at each probe point."""
+    seed_onsets: list[Onset]
+    ci: OnsetCI | None
+    """Percentile interval of the mean curve's onset over draws of runs with replacement."""
+
+    @property
+    def onset_task_index(self) -> float | None:
+        return self.mean_curve.onset_task_index
+
+    @property
+    def spread(self) -> tuple[float, float] | None:
+        """(min, max) of the seeds' onsets (None when no seed has one)."""
+        found = [o.onset_task_index for o in self.seed_onsets if o.onset_task_index is not None]
+        return (min(found), max(found)) if found else None
+
+    @property
+    def seeds_agree(self) -> bool:
+        """Every seed has the same outcome code and the same onset (or none)."""
+        first = self.seed_onsets[0]
+        return all((o.code, o.onset_task_index) == (first.code, first.onset_task_index) for o in self.seed_onsets)
+
+    def to_json(self) -> dict:
+        doc = self.mean_curve.to_json()
+        return {
+            "n_seeds": len(self.seed_onsets),
+            "onset_task_index": doc["onset_task_index"],
+            "code": doc["code"],
+            "censored": doc["censored"],
+            "lower_bound_task_index": doc["lower_bound_task_index"],
+            "reason": doc["reason"],
+            "seed_onsets": [_num(o.onset_task_index) for o in self.seed_onsets],
+            "seed_codes": [o.code for o in self.seed_onsets],
+            "seeds_agree": self.seeds_agree,
+            "ci95_runs": None if self.ci is None else self.ci.to_json()["ci"],
+            "ci_runs_fraction_null": None if self.ci is None else self.ci.fraction_null,
+        }
+
+
+def seed_onset(task_indices: Sequence[float] | np.ndarray, scores_SN: Sequence[Sequence[float]] | np.ndarray,
+               *, window: int = 3, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> SeedOnset:
+    """The onset of a size measured with S runs (seeds) probed at the same N points.
+
+    ``scores_SN[s]`` is run s's score curve (dAUC) at ``task_indices``. Returns the onset of the
+    seed-averaged curve, each run's onset, and a bootstrap interval over runs: each draw takes S
+    runs with replacement, averages their curves and finds the onset (same rule as ``find_onset``);
+    with S = 1 there is no interval. This is the uncertainty that training noise (initialisation,
+    and through it the whole trajectory) puts on the onset, which the validation-sequence bootstrap
+    of one run cannot see. Averaging scores before smoothing is the same as smoothing each and
+    averaging (both are linear).
+    """
+    w = _check_window(window)
+    y = np.asarray(scores_SN, dtype=np.float64)
+    if y.ndim != 2 or y.shape[1] != np.size(task_indices) or y.shape[0] < 1:
+        raise PlasticError(f"seed scores must be (n_seeds, {np.size(task_indices)} probe points), got {y.shape}")
+    x, order = _order(task_indices)
+    y = y[:, order]
+    per_seed = [find_onset(x, row, w) for row in y]
+    mean = find_onset(x, y.mean(axis=0), w)
+    ci = None
+    if y.shape[0] > 1 and n_boot > 0:
+        h = (w - 1) // 2
+        idx = _resample(y.shape[0], n_boot, seed)  # (B, S) runs drawn with replacement
+        draws = _onset_of_smoothed(moving_average(y[idx].mean(axis=1), w), x[h: x.size - h])
+        ci = _interval(draws, n_boot, seed, level)
+    return SeedOnset(mean, per_seed, ci)

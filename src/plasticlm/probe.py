@@ -7,9 +7,15 @@ measured at probe step 0, every ``probe.eval_every`` steps and at the last step.
 discarded; the run continues from the un-probed weights (probing runs under a forked RNG, so the
 training trajectory is bit-identical with probes on or off).
 
-Every probe of a run uses the same probe training tokens (the probe language's training split
-from its start) and the same validation sequences, so probe points are comparable. For the
-permuted stream, the probe task is the base language under a held-out permutation.
+Every probe of a run uses the same probe training tokens and the same validation sequences, so
+probe points are comparable. With ``probe.replicates = K`` (the project's addition) each probe
+point is probed K times, replicate r training on the window of the probe language's training
+split that starts at token round(r * n / K) (n = its length; wrapping around), so the windows are
+spread over the data; replicate 0 starts at the split's start, the single window of K = 1. The
+AUC of a probe point is the mean of its K AUCs (equal to the AUC of the mean curve: AUC is linear),
+and their spread measures how much a probe score moves for reasons other than the checkpoint: the
+probe's own noise, reported beside the signal (``analysis.probe_noise``). For the permuted stream,
+the probe task is the base language under a held-out permutation.
 
 Score: AUC = mean validation loss over the probe (``onset.auc``: trapezoidal area under loss vs
 probe step divided by the probe length). The scratch baseline is the same probe from a fresh
@@ -131,13 +137,13 @@ class ProbeSetup:
         o = c.optim  # only what a probe uses: its LR is the resolved self.lr, it resets nothing
         recipe = [o.beta1, o.beta2, o.eps, o.weight_decay, o.warmup_frac, o.schedule, o.min_lr_frac, o.grad_clip]
         spec = {"gpt": self.gpt_config.__dict__, "lr": self.lr, "recipe": recipe,
-                "probe": [c.probe.steps, c.probe.eval_every, c.probe.sequences],
+                "probe": [c.probe.steps, c.probe.eval_every, c.probe.sequences, c.probe.replicates],
                 "batch": [c.train.batch_size, c.train.micro_batch_size or c.train.batch_size, c.train.dtype,
                           c.eval.batch_size], "seed": seed, "device": self.device.type, "lang": self.lang,
                 "code": [version("plasticlm"), torch.__version__]}
         h.update(json.dumps(spec, sort_keys=True, default=str).encode())
         h.update(self.val_windows.tobytes())
-        h.update(np.asarray(self.train_tokens[: self.tokens + 1]).tobytes())
+        h.update(hashlib.sha256(np.ascontiguousarray(self.train_tokens)).digest())
         if self.permutation is not None:
             h.update(self.permutation.tobytes())
         return h.hexdigest()[:20]
@@ -153,6 +159,7 @@ class ProbeResult:
     seconds: float
     tokens: int
     diverged: str | None = None  # why the probe stopped early (a non-finite loss), else None
+    replicate_aucs: list[float] | None = None  # the AUC of each replicate (probe.replicates > 1)
 
     def npz_bytes(self) -> bytes:
         buf = io.BytesIO()
@@ -161,8 +168,40 @@ class ProbeResult:
         return buf.getvalue()
 
 
+def replicate_offset(replicate: int, replicates: int, n_tokens: int) -> int:
+    """First training token of probe replicate r of K: round(r * n / K), spread over the split."""
+    return int(round(replicate * n_tokens / replicates)) % max(n_tokens, 1)
+
+
 def run_probe(model: torch.nn.Module, setup: ProbeSetup) -> ProbeResult:
-    """Train a copy of ``model`` on the probe language; the model and all RNG states are untouched."""
+    """Probe ``model`` ``probe.replicates`` times and average; the model and all RNG states are untouched.
+
+    The AUC is the mean of the replicates' AUCs and ``per_sequence`` their mean losses; a replicate
+    that diverges makes the probe point diverged."""
+    t0 = time.perf_counter()
+    k = setup.cfg.probe.replicates
+    results = []
+    for r in range(k):
+        res = _probe_once(model, setup, replicate_offset(r, k, len(setup.train_tokens)))
+        results.append(res)
+        if res.diverged:
+            res.diverged = f"replicate {r}: {res.diverged}" if k > 1 else res.diverged
+            res.seconds = time.perf_counter() - t0
+            return res
+    if k == 1:
+        return results[0]
+    losses = np.mean([res.per_sequence for res in results], axis=0)
+    curve = losses.mean(axis=1)
+    aucs = [res.auc for res in results]
+    return ProbeResult(
+        auc=float(np.mean(aucs)), final_loss=float(curve[-1]), eval_steps=results[0].eval_steps,
+        curve=curve.tolist(), per_sequence=losses, seconds=time.perf_counter() - t0, tokens=setup.tokens * k,
+        replicate_aucs=[float(a) for a in aucs],
+    )
+
+
+def _probe_once(model: torch.nn.Module, setup: ProbeSetup, offset: int) -> ProbeResult:
+    """Train a copy of ``model`` on the probe language from training token ``offset``."""
     from plasticlm.train import clip_and_step, forward_backward
 
     cfg = setup.cfg
@@ -177,6 +216,7 @@ def run_probe(model: torch.nn.Module, setup: ProbeSetup) -> ProbeResult:
             StreamConfig(kind="continual", languages=[setup.lang], tokens_per_task=steps * B * T, cycles=1),
             {setup.lang: setup.train_tokens}, T, B, setup.gpt_config.vocab_size,
         )
+        stream.cursor[setup.lang] = offset
         schedule = LRSchedule(cfg.optim, setup.lr, steps, steps)
         eval_at = set(setup.eval_steps)
         per_seq = []
@@ -234,6 +274,7 @@ def _compute_scratch(setup: ProbeSetup, seed: int, cache_dir: Path, key: str) ->
     result = run_probe(model, setup)
     atomic_write_bytes(cache_dir / f"{key}.npz", result.npz_bytes())
     doc = {"key": key, "seed": seed, "auc": result.auc, "final_loss": result.final_loss,
+           "replicate_aucs": result.replicate_aucs,
            "eval_steps": result.eval_steps, "curve": result.curve, "seconds": result.seconds,
            "npz": f"{key}.npz", "diverged": result.diverged}
     atomic_write_json(path, doc)
@@ -260,6 +301,7 @@ def probe_row(name: str, task: Task, tokens_seen: int, result: ProbeResult, scra
         "seconds": round(result.seconds, 3),
         "per_sequence": f"probes/{name}.npz",
         "diverged": result.diverged,
+        "replicate_aucs": result.replicate_aucs,
     }
 
 

@@ -38,6 +38,15 @@ refitted; draws with fewer than 2 distinct sizes have no slope and are skipped (
 reported as ``b_boot_n`` = usable draws). Resampling sizes, not rows, is what makes the interval
 meaningful with one seed per size; percentiles are linearly interpolated.
 
+Bootstrap over runs within sizes (``b_runs_boot95``, with several seeds per size): every size
+keeps its place and its runs are resampled with replacement (a stratified bootstrap), so the
+interval carries the training noise between seeds, which resampling sizes alone cannot see when
+each size is one point of a few seeds. Reported only when some size has 2 or more runs.
+
+Left-censored onsets (``onset.find_onset``: the minimum sits at the first smoothed point, "at or
+before") are fitted as the paper fitted them, at their value, and marked (``left_censored`` in
+``points``); ``fit --exclude-left-censored`` leaves them out.
+
 Intervals at a new size P0 (u0 = its transform), in (u, v) space, back-transformed:
 
     confidence band of the mean:  c + b u0 -/+ t s sqrt(1/n + (u0 - ubar)^2 / Sxx)
@@ -108,6 +117,8 @@ class FormFit:
     sxx: float
     b_boot95: tuple[float, float] | None = None
     b_boot_n: int | None = None
+    b_runs_boot95: tuple[float, float] | None = None
+    """Percentile interval of b over a bootstrap of runs within sizes (seeds); None with one run per size."""
 
     @property
     def law(self) -> str:
@@ -142,6 +153,7 @@ class FormFit:
         if self.form == "power":
             d["b_boot95"] = None if self.b_boot95 is None else [_f(self.b_boot95[0]), _f(self.b_boot95[1])]
             d["b_boot_n"] = self.b_boot_n
+            d["b_runs_boot95"] = None if self.b_runs_boot95 is None else [_f(x) for x in self.b_runs_boot95]
         return d
 
 
@@ -192,16 +204,19 @@ def _check_points(params: np.ndarray, onsets: np.ndarray, form: str) -> None:
         )
 
 
-def read_onsets_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """(params, onset, skipped line numbers) from a CSV with columns ``params,onset`` (others ignored).
+def read_onsets_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[int], np.ndarray]:
+    """(params, onset, skipped line numbers, left_censored) from a CSV with columns ``params,onset``.
 
     Rows whose onset cell is empty (or null/nan: a run without an onset) are skipped and their
-    line numbers returned, so that they are reported rather than silently dropped.
+    line numbers returned, so that they are reported rather than silently dropped. An optional
+    column ``censored`` marks left-censored onsets with "left" (as onsets.csv writes it); other
+    columns are ignored.
     """
-    cols = read_csv_columns(path, ["params", "onset"], allow_empty=("onset",))
+    cols = read_csv_columns(path, ["params", "onset"], allow_empty=("onset",), text=("censored",))
     keep = np.isfinite(cols["onset"])
     skipped = [int(x) for x in cols["_line"][~keep]]
-    return cols["params"][keep], cols["onset"][keep], skipped
+    cens = np.asarray([c.lower() == "left" for c in cols["censored"]], dtype=bool)
+    return cols["params"][keep], cols["onset"][keep], skipped, cens[keep]
 
 
 def fit_form(params: Sequence[float] | np.ndarray, onsets: Sequence[float] | np.ndarray, form: str = "power",
@@ -270,18 +285,48 @@ def bootstrap_exponent(params: Sequence[float] | np.ndarray, onsets: Sequence[fl
     counts = np.zeros((n_boot, k))
     np.add.at(counts, (np.arange(n_boot)[:, None], draws), 1.0)
     w = counts[:, which]  # (B, n) weight of each row
-    u, v = np.log(p), np.log(t_obs)
+    usable = (counts > 0).sum(axis=1) >= 2
+    b = _weighted_slopes(np.log(p), np.log(t_obs), w[usable])
+    if b.size == 0:
+        return None, 0, b
+    lo, hi = np.percentile(b, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return (float(lo), float(hi)), int(b.size), b
+
+
+def _weighted_slopes(u: np.ndarray, v: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """OLS slopes of v on u for B weight vectors w (B, n) at once (NaN where u has no spread)."""
     wsum = w.sum(axis=1)
     um = (w @ u) / wsum
     vm = (w @ v) / wsum
     du = u[None, :] - um[:, None]
     sxx = np.sum(w * du**2, axis=1)
-    usable = (counts > 0).sum(axis=1) >= 2
-    b = np.sum(w * du * (v[None, :] - vm[:, None]), axis=1)[usable] / sxx[usable]
-    if b.size == 0:
-        return None, 0, b
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.sum(w * du * (v[None, :] - vm[:, None]), axis=1) / sxx
+
+
+def bootstrap_exponent_runs(params: Sequence[float] | np.ndarray, onsets: Sequence[float] | np.ndarray,
+                            n_boot: int = 2000, seed: int = 0, level: float = 0.95
+                            ) -> tuple[float, float] | None:
+    """Percentile interval of the power-law exponent over a bootstrap of runs within sizes.
+
+    Each size keeps its place; its m runs (seeds) are drawn m times with replacement (module
+    docstring). None when every size has a single run (nothing to resample)."""
+    p = np.asarray(params, dtype=np.float64)
+    t_obs = np.asarray(onsets, dtype=np.float64)
+    _check_points(p, t_obs, "power")
+    sizes, which = np.unique(p, return_inverse=True)
+    if np.bincount(which).max() < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    w = np.zeros((n_boot, p.size))
+    for k in range(sizes.size):
+        rows = np.nonzero(which == k)[0]
+        picks = rows[rng.integers(0, rows.size, size=(n_boot, rows.size))]
+        np.add.at(w, (np.arange(n_boot)[:, None], picks), 1.0)
+    b = _weighted_slopes(np.log(p), np.log(t_obs), w)
+    b = b[np.isfinite(b)]
     lo, hi = np.percentile(b, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
-    return (float(lo), float(hi)), int(b.size), b
+    return float(lo), float(hi)
 
 
 @dataclass(frozen=True)
@@ -331,11 +376,17 @@ class ScalingFit:
     best_by_loo: str
     extrapolations: list[Extrapolation] = field(default_factory=list)
     tokens_per_task: float | None = None
+    left_censored: np.ndarray | None = None
+    """Per point: True for a left-censored onset (at or before its value); None = none marked."""
 
     def to_json(self) -> dict:
+        cens = np.zeros(self.params.size, bool) if self.left_censored is None else self.left_censored
         return {
             "n": int(self.params.size),
             "n_sizes": int(np.unique(self.params).size),
+            "n_left_censored": int(cens.sum()),
+            "points": [{"params": _f(p), "onset": _f(t), "left_censored": bool(c)}
+                       for p, t, c in zip(self.params, self.onsets, cens)],
             "fits": {name: f.to_json() for name, f in self.fits.items()},
             "best_by_loo": self.best_by_loo,
             "tokens_per_task": self.tokens_per_task,
@@ -351,23 +402,29 @@ def fit_scaling(
     tokens_per_task: float | None = None,
     n_boot: int = 2000,
     seed: int = 0,
+    left_censored: Sequence[bool] | np.ndarray | None = None,
 ) -> ScalingFit:
-    """Fit every form in ``forms``, bootstrap the power-law exponent (``n_boot`` = 0 skips it),
-    pick the form with the lowest LOO RMSE, and extrapolate the power law to ``extrapolate_to``."""
+    """Fit every form in ``forms``, bootstrap the power-law exponent over sizes and over runs within
+    sizes (``n_boot`` = 0 skips both), pick the form with the lowest LOO RMSE, and extrapolate the
+    power law to ``extrapolate_to``. ``left_censored`` marks points (module docstring)."""
     names = check_forms(forms)
     p = np.asarray(params, dtype=np.float64)
     t_obs = np.asarray(onsets, dtype=np.float64)
+    cens = None if left_censored is None else np.asarray(left_censored, dtype=bool)
+    if cens is not None and cens.shape != p.shape:
+        raise PlasticError(f"left_censored has {cens.size} flags for {p.size} points")
     fits = {name: fit_form(p, t_obs, name) for name in names}
     if "power" in fits and n_boot > 0:
         ci, used, _ = bootstrap_exponent(p, t_obs, n_boot, seed)
-        fits["power"] = dataclasses.replace(fits["power"], b_boot95=ci, b_boot_n=used)
+        runs_ci = bootstrap_exponent_runs(p, t_obs, n_boot, seed)
+        fits["power"] = dataclasses.replace(fits["power"], b_boot95=ci, b_boot_n=used, b_runs_boot95=runs_ci)
     best = min(names, key=lambda name: (not np.isfinite(fits[name].loo_rmse), fits[name].loo_rmse))
     extra: list[Extrapolation] = []
     if extrapolate_to:
         if "power" not in fits:
             raise PlasticError("extrapolation uses the power law: include 'power' in the forms")
         extra = extrapolate(fits["power"], extrapolate_to, tokens_per_task)
-    return ScalingFit(p, t_obs, fits, best, extra, tokens_per_task)
+    return ScalingFit(p, t_obs, fits, best, extra, tokens_per_task, cens)
 
 
 # --------------------------------------------------------------------------------------------

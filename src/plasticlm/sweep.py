@@ -8,10 +8,18 @@ Study directory (stable; `plasticlm report` reads it)::
                        wall_time_s) and the stages with their status and seconds
       runs/<preset>-s<seed>-<stream>/   one run directory each (layout in train.py)
       onsets.csv       one row per run: name, preset, stream, non_embedding_params, seed,
-                       onset_task_index, onset_tokens, ci95_low, ci95_high, ci_fraction_null (share of
-                       bootstrap draws without an onset), net_degradation_tokens, plus params and onset
-                       (aliases read by `plasticlm fit`)
-      fit.json         `plasticlm fit --json` on the continual onsets ({"error": ...} if impossible)
+                       onset_task_index, onset_tokens, code (onset.REASON_CODES: onset, left_censored,
+                       still_improving, too_few_points, no_probes, not_finished), censored (left/right/
+                       empty), lower_bound_task_index (right-censored runs), seq_ci95_low, seq_ci95_high,
+                       seq_ci_fraction_null (bootstrap over validation sequences: evaluation noise only),
+                       probe_se_dauc (probe noise from replicates), net_degradation_tokens, plus params
+                       and onset (aliases read by `plasticlm fit`)
+      sizes.csv        one row per (preset, stream): n_seeds, the onset of the seed-averaged dAUC curve
+                       (onset_task_index, onset_tokens, code, censored, lower_bound_task_index), its
+                       95% CI from a bootstrap over runs (runs_ci95_low, runs_ci95_high), the seeds'
+                       own onsets (seed_onsets, ";"-separated, empty = none) and seeds_agree
+      fit.json         `plasticlm fit --json` on the per-run onsets of the switching stream ({"error": ...}
+                       if impossible); left-censored onsets are fitted and marked (sweep.fit_left_censored)
 
 Every stage is resumable: a finished run is skipped, an interrupted one resumes from its last
 checkpoint, probed checkpoints are not probed again.
@@ -37,7 +45,11 @@ from plasticlm.plan import served_tokens_per_task
 from plasticlm.runlog import atomic_write_json, atomic_write_text, environment_info, read_json, read_jsonl
 
 ONSET_COLUMNS = ["name", "preset", "stream", "non_embedding_params", "seed", "onset_task_index", "onset_tokens",
-                 "ci95_low", "ci95_high", "ci_fraction_null", "net_degradation_tokens", "params", "onset"]
+                 "code", "censored", "lower_bound_task_index", "seq_ci95_low", "seq_ci95_high",
+                 "seq_ci_fraction_null", "probe_se_dauc", "net_degradation_tokens", "params", "onset"]
+SIZE_COLUMNS = ["preset", "stream", "non_embedding_params", "n_seeds", "onset_task_index", "onset_tokens", "code",
+                "censored", "lower_bound_task_index", "runs_ci95_low", "runs_ci95_high", "seed_onsets",
+                "seeds_agree"]
 
 
 @dataclass(frozen=True)
@@ -175,45 +187,92 @@ def onset_rows(specs: list[RunSpec], study_dir: Path, vocab_size: int) -> list[d
     for s in specs:
         run_dir = s.run_dir(study_dir)
         params = non_embedding_params(build_gpt_config(s.cfg.model, vocab_size))
-        try:
-            if _status(run_dir) != "done":
-                raise PlasticError(f"{s.name} did not finish: no onset from a partial curve")
-            doc = onset_from_run(run_dir, window=3, n_boot=s.cfg.probe.bootstrap, seed=s.seed)
-        except PlasticError:
-            doc = {"onset_task_index": None, "onset_tokens": None, "ci95": None, "net_degradation_tokens": None,
-                   "ci_fraction_null": None}
+        doc: dict[str, Any] = {}
+        if _status(run_dir) != "done":
+            code = "not_finished"
+        else:
+            try:
+                doc = onset_from_run(run_dir, window=3, n_boot=s.cfg.probe.bootstrap, seed=s.seed)
+                code = doc["code"]
+            except PlasticError:
+                code = "no_probes"
         ci = doc.get("ci95") or [None, None]
+        noise = doc.get("probe_noise") or {}
         rows.append({
             "name": s.name, "preset": s.preset, "stream": s.stream, "non_embedding_params": params, "seed": s.seed,
-            "onset_task_index": doc["onset_task_index"], "onset_tokens": doc["onset_tokens"],
-            "ci95_low": ci[0], "ci95_high": ci[1], "ci_fraction_null": doc.get("ci_fraction_null"),
-            "net_degradation_tokens": doc.get("net_degradation_tokens"),
-            "params": params, "onset": doc["onset_task_index"],
+            "onset_task_index": doc.get("onset_task_index"), "onset_tokens": doc.get("onset_tokens"),
+            "code": code, "censored": doc.get("censored"), "lower_bound_task_index": doc.get("lower_bound_task_index"),
+            "seq_ci95_low": ci[0], "seq_ci95_high": ci[1], "seq_ci_fraction_null": doc.get("ci_fraction_null"),
+            "probe_se_dauc": noise.get("se_dauc"), "net_degradation_tokens": doc.get("net_degradation_tokens"),
+            "params": params, "onset": doc.get("onset_task_index"),
         })
     return rows
 
 
-def write_onsets_csv(rows: list[dict[str, Any]], path: Path) -> None:
+def size_rows(specs: list[RunSpec], rows: list[dict[str, Any]], study_dir: Path, n_boot: int = 1000
+              ) -> list[dict[str, Any]]:
+    """One row per (preset, stream): the onset of the seed-averaged curve of its finished, probed runs,
+    with a bootstrap CI over runs (``analysis.onset_of_seeds``); the code says why there is none."""
+    from plasticlm.analysis import onset_of_seeds
+
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for r in rows:
+        groups.setdefault((r["preset"], r["stream"]), []).append(r)
+    out = []
+    for (preset, stream), rs in groups.items():
+        usable = [r for r in rs if r["code"] not in ("not_finished", "no_probes")]
+        doc: dict[str, Any] = {"code": rs[0]["code"] if not usable else None}
+        if usable:
+            try:
+                doc = onset_of_seeds([study_dir / "runs" / r["name"] for r in usable], n_boot=n_boot)
+            except PlasticError:
+                doc = {"code": "too_few_points"}
+        ci = doc.get("ci95_runs") or [None, None]
+        seeds = doc.get("seed_onsets")
+        out.append({
+            "preset": preset, "stream": stream, "non_embedding_params": rs[0]["non_embedding_params"],
+            "n_seeds": len(usable), "onset_task_index": doc.get("onset_task_index"),
+            "onset_tokens": doc.get("onset_tokens"), "code": doc.get("code"), "censored": doc.get("censored"),
+            "lower_bound_task_index": doc.get("lower_bound_task_index"), "runs_ci95_low": ci[0],
+            "runs_ci95_high": ci[1], "seed_onsets": None if seeds is None else ";".join(_fmt(x) for x in seeds),
+            "seeds_agree": doc.get("seeds_agree"),
+        })
+    return out
+
+
+def write_csv(rows: list[dict[str, Any]], columns: list[str], path: Path) -> None:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(ONSET_COLUMNS)
+    w.writerow(columns)
     for r in rows:
-        w.writerow([_fmt(r[c]) for c in ONSET_COLUMNS])
+        w.writerow([_fmt(r[c]) for c in columns])
     atomic_write_text(path, buf.getvalue())
+
+
+def write_onsets_csv(rows: list[dict[str, Any]], path: Path) -> None:
+    write_csv(rows, ONSET_COLUMNS, path)
+
+
+def fit_points(rows: list[dict[str, Any]], cfg: Config) -> list[dict[str, Any]]:
+    """The onsets.csv rows the scaling law uses: runs on the study's switching stream with an onset
+    (left-censored ones unless ``sweep.fit_left_censored`` is false). The one rule for sweep and report."""
+    return [r for r in rows if r["stream"] == cfg.stream.kind and r["onset"] is not None
+            and (cfg.sweep.fit_left_censored or r.get("censored") != "left")]
 
 
 def fit_onsets(rows: list[dict[str, Any]], cfg: Config) -> dict[str, Any]:
     """The fit document of the continual onsets; ``{"error": ...}`` when a fit is impossible."""
     from plasticlm.scaling import fit_scaling
 
-    pts = [(r["params"], r["onset"]) for r in rows if r["stream"] == cfg.stream.kind and r["onset"] is not None]
-    n_sizes = len({p for p, _ in pts})
+    pts = fit_points(rows, cfg)
+    n_sizes = len({r["params"] for r in pts})
     if n_sizes < 3:
         return {"error": f"{n_sizes} size(s) with an onset; a scaling-law fit needs at least 3 "
                          f"(runs without an onset: {sum(1 for r in rows if r['onset'] is None)})", "n": len(pts)}
     try:
-        fit = fit_scaling([p for p, _ in pts], [t for _, t in pts], extrapolate_to=[1e9, 7e9],
-                          tokens_per_task=served_tokens_per_task(cfg), seed=0)
+        fit = fit_scaling([r["params"] for r in pts], [r["onset"] for r in pts], extrapolate_to=[1e9, 7e9],
+                          tokens_per_task=served_tokens_per_task(cfg), seed=0,
+                          left_censored=[r.get("censored") == "left" for r in pts])
     except PlasticError as e:
         return {"error": str(e), "n": len(pts)}
     return fit.to_json()
@@ -284,10 +343,12 @@ def run_sweep(cfg: Config, study_dir: str | Path | None = None, *, config_path: 
     t0 = time.perf_counter()
     rows = onset_rows(specs, study_dir, vocab)
     write_onsets_csv(rows, study_dir / "onsets.csv")
+    sizes = size_rows(specs, rows, study_dir, cfg.probe.bootstrap)
+    write_csv(sizes, SIZE_COLUMNS, study_dir / "sizes.csv")
     fit = fit_onsets(rows, cfg)
     atomic_write_json(study_dir / "fit.json", fit)
     log.stage("onsets_and_fit", "done", time.perf_counter() - t0)
-    return {"study_dir": str(study_dir), "runs": len(specs), "onsets": rows, "fit": fit}
+    return {"study_dir": str(study_dir), "runs": len(specs), "onsets": rows, "sizes": sizes, "fit": fit}
 
 
 def _vocab_size(cfg: Config, quiet: bool) -> int:

@@ -40,9 +40,14 @@ def _g(x: float | None, fmt: str = ".4g") -> str:
     return num(x, fmt)
 
 
-def _print_human(fit: ScalingFit, source: str, skipped: list[int], figure: str | None) -> None:
+def _print_human(fit: ScalingFit, source: str, skipped: list[int], figure: str | None,
+                 excluded: int) -> None:
     n_sizes = np.unique(fit.params).size
+    n_cens = 0 if fit.left_censored is None else int(fit.left_censored.sum())
     print(f"{source}: {fit.params.size} onsets at {n_sizes} sizes"
+          + (f", {n_cens} of them left-censored (at or before their value; fitted as the paper did)"
+             if n_cens else "")
+          + (f"; left out {excluded} left-censored onset(s) (--exclude-left-censored)" if excluded else "")
           + (f" (skipped rows without an onset: lines {', '.join(map(str, skipped))})" if skipped else ""))
     rows = []
     for name, f in fit.fits.items():
@@ -56,6 +61,9 @@ def _print_human(fit: ScalingFit, source: str, skipped: list[int], figure: str |
     if power is not None and power.b_boot95 is not None:
         print(f"power-law exponent b = {power.b:.4g}, bootstrap 95% CI over sizes "
               f"[{power.b_boot95[0]:.4g}, {power.b_boot95[1]:.4g}] ({power.b_boot_n} usable draws)")
+    if power is not None and power.b_runs_boot95 is not None:
+        print(f"bootstrap 95% CI of b over runs within sizes (seed spread): "
+              f"[{power.b_runs_boot95[0]:.4g}, {power.b_runs_boot95[1]:.4g}]")
     if fit.extrapolations:
         print("extrapolation of the power law (95% prediction interval):")
         print_table([{"params": f"{e.params:.4g}", "onset (tasks)": _g(e.onset),
@@ -78,19 +86,24 @@ def run(args) -> int:
         raise PlasticError(f"--tokens-per-task = {args.tokens_per_task:g}: must be > 0 (paper: 5e9)")
     if args.bootstrap < 0:
         raise PlasticError(f"--bootstrap = {args.bootstrap}: must be >= 0 (0 = no bootstrap)")
-    params, onsets, skipped = read_onsets_csv(args.onsets)
+    params, onsets, skipped, cens = read_onsets_csv(args.onsets)
+    excluded = 0
+    if args.exclude_left_censored:
+        excluded = int(cens.sum())
+        params, onsets, cens = params[~cens], onsets[~cens], cens[~cens]
     try:
-        fit = fit_scaling(params, onsets, forms, sizes, args.tokens_per_task, args.bootstrap, args.seed)
+        fit = fit_scaling(params, onsets, forms, sizes, args.tokens_per_task, args.bootstrap, args.seed,
+                          left_censored=cens)
     except PlasticError as e:
         raise PlasticError(f"{args.onsets}: {e}") from e
     if args.figure:
         plot_onset_fit((fit.params, fit.onsets), fit.fits["power"], fit.extrapolations, args.figure)
     if args.json:
         doc = fit.to_json()
-        doc.update(source=args.onsets, skipped_lines=skipped, figure=args.figure)
+        doc.update(source=args.onsets, skipped_lines=skipped, figure=args.figure, excluded_left_censored=excluded)
         print_json(doc)
     else:
-        _print_human(fit, args.onsets, skipped, args.figure)
+        _print_human(fit, args.onsets, skipped, args.figure, excluded)
     if skipped and args.json:
         print(f"note: skipped {len(skipped)} row(s) without an onset in {args.onsets}", file=sys.stderr)
     return 0
@@ -101,12 +114,16 @@ def register(sub) -> None:
         "fit", help="fit scaling laws of the onset against non-embedding parameters",
         description="Fit T = a P^b (OLS on ln P, ln T, as in arXiv:2606.24752) and the linear, linear-log "
         "and exponential alternatives; report b, a, b_se, b_ci95, R^2 in linear space, RMSE and "
-        "leave-one-out RMSE in task instances, a bootstrap CI of b over sizes, the best form by LOO RMSE, "
+        "leave-one-out RMSE in task instances, bootstrap CIs of b over sizes and over runs within sizes "
+        "(seeds), the best form by LOO RMSE, "
         "and power-law extrapolations with 95%% prediction intervals. Formulas: src/plasticlm/scaling.py.",
     )
     p.add_argument("--onsets", required=True, metavar="FILE.csv",
                    help="CSV with columns params,onset (onset in task instances; one row per run, so several "
-                   "rows per size are seeds; other columns ignored; empty onset = run skipped)")
+                   "rows per size are seeds; empty onset = run skipped; an optional column censored = left "
+                   "marks a left-censored onset; other columns ignored)")
+    p.add_argument("--exclude-left-censored", action="store_true",
+                   help="leave out left-censored onsets (default: fit them at their value, as the paper did)")
     p.add_argument("--forms", default=",".join(FORMS), help=f"comma-separated forms (default {','.join(FORMS)})")
     p.add_argument("--extrapolate", default="", metavar="P1,P2",
                    help="sizes (non-embedding params) to extrapolate the power law to, e.g. 1e9,7e9")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from plasticlm.cli._common import add_json, print_json, print_table
 from plasticlm.errors import PlasticError
 from plasticlm.onset import Onset, find_onset, onset_document, read_scores_csv
+from plasticlm.units import num
 
 
 def _print_human(doc: dict, result: Onset) -> None:
@@ -20,9 +21,11 @@ def _print_human(doc: dict, result: Onset) -> None:
     print(f"{doc['source']}: {doc['n_points']} probe points, window {doc['window']} ({doc['method']})")
     print_table(rows, ["task_index", "score", "smoothed", ""])
     if doc["onset_task_index"] is None:
-        print(f"onset: none ({doc['reason']})")
+        print(f"onset: none [{doc['code']}] ({doc['reason']})")
+    elif doc["code"] == "left_censored":
+        print(f"onset: at or before task_index {doc['onset_task_index']} [left_censored] ({doc['reason']})")
     else:
-        print(f"onset: task_index {doc['onset_task_index']}")
+        print(f"onset: task_index {doc['onset_task_index']} [onset]")
     net = doc["net_degradation_task_index"]
     print(f"net degradation (smoothed score > 0 after the minimum): {'none' if net is None else f'task_index {net}'}")
 
@@ -44,7 +47,13 @@ def run(args) -> int:
     else:
         _print_human(doc, result)
         if doc.get("ci95"):
-            print(f"95% bootstrap CI of the onset (resampled validation sequences): {doc['ci95']}")
+            print(f"95% bootstrap CI of the onset over validation sequences: {doc['ci95']} (evaluation noise "
+                  "only; training noise needs several seeds: `plasticlm study` with sweep.seeds)")
+        noise = doc.get("probe_noise")
+        if noise:
+            print(f"probe noise: {noise['replicates']} replicates per probe, sd {noise['sd_dauc']:.3g} dAUC points "
+                  f"per replicate, {noise['se_dauc']:.3g} for their mean; signal (range of the smoothed score) "
+                  f"{num(noise['signal_dauc'], '.3g')}")
         if doc.get("onset_tokens") is not None:
             print(f"onset at {doc['onset_tokens']:,} training tokens")
     return 0
@@ -53,11 +62,12 @@ def run(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser(
         "onset", help="the onset of plasticity loss of a run (RUN_DIR) or of a score curve (--scores)",
-        description="Onset = the task index of the interior minimum of the centred window-w moving "
+        description="Onset = the task index of the earliest minimum of the centred window-w moving "
         "average of the probe score (arXiv:2606.24752). The first and last (w-1)/2 points are never "
-        "the onset; a minimum at the first or last smoothed point gives no onset, with a reason. "
-        "Also reports the net-degradation point: the first point after the minimum whose smoothed "
-        "score is > 0.",
+        "the onset. A minimum at the first smoothed point is an onset at or before it (code "
+        "left_censored); one at the last smoothed point is no onset yet (code still_improving, with a "
+        "lower bound); fewer than w+1 points: too_few_points. Also reports the net-degradation point: "
+        "the first point after the minimum whose smoothed score is > 0.",
     )
     p.add_argument("run_dir", nargs="?", help="a run directory with probes.jsonl (scores = dAUC)")
     p.add_argument("--scores", metavar="FILE.csv",

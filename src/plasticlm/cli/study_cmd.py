@@ -9,16 +9,36 @@ from plasticlm.config import load_config
 from plasticlm.units import num
 
 
+def _onset_cell(onset, code, lower_bound) -> str:
+    """An onset for the terminal: "24", "<= 24" (left-censored), ">= 96" (still improving) or "-"."""
+    if onset is not None:
+        return f"<= {onset}" if code == "left_censored" else str(onset)
+    return f">= {lower_bound}" if lower_bound is not None else "-"
+
+
 def _print_onsets(summary: dict) -> None:
     rows = [{"run": r["name"], "params": r["non_embedding_params"],
-             "onset (tasks)": "-" if r["onset_task_index"] is None else r["onset_task_index"],
+             "onset (tasks)": _onset_cell(r["onset_task_index"], r["code"], r["lower_bound_task_index"]),
+             "code": r["code"],
              "onset tokens": "-" if r["onset_tokens"] is None else f"{r['onset_tokens']:,}",
-             "95% CI": "-" if r["onset_task_index"] is None or r["ci95_low"] is None
-             else f"[{r['ci95_low']}, {r['ci95_high']}]",
+             "95% CI (val. sequences)": "-" if r["onset_task_index"] is None or r["seq_ci95_low"] is None
+             else f"[{r['seq_ci95_low']}, {r['seq_ci95_high']}]",
              "net degradation tokens": "-" if r["net_degradation_tokens"] is None
              else f"{r['net_degradation_tokens']:,}"}
             for r in summary["onsets"]]
-    print_table(rows, ["run", "params", "onset (tasks)", "onset tokens", "95% CI", "net degradation tokens"])
+    print_table(rows, ["run", "params", "onset (tasks)", "code", "onset tokens", "95% CI (val. sequences)",
+                       "net degradation tokens"])
+    sizes = [z for z in summary.get("sizes", []) if z["n_seeds"] > 1]
+    if sizes:
+        print("\nPer size over seeds (onset of the seed-averaged curve; CI: bootstrap over runs, training noise "
+              "included):")
+        print_table([{"size": z["preset"], "stream": z["stream"], "seeds": z["n_seeds"],
+                      "onset (tasks)": _onset_cell(z["onset_task_index"], z["code"], z["lower_bound_task_index"]),
+                      "95% CI (runs)": "-" if z["runs_ci95_low"] is None
+                      else f"[{z['runs_ci95_low']}, {z['runs_ci95_high']}]",
+                      "seeds' onsets": z["seed_onsets"] or "-",
+                      "agree": "yes" if z["seeds_agree"] else "no"} for z in sizes],
+                    ["size", "stream", "seeds", "onset (tasks)", "95% CI (runs)", "seeds' onsets", "agree"])
 
 
 def _print_fit(fit: dict) -> None:
@@ -27,8 +47,10 @@ def _print_fit(fit: dict) -> None:
     else:
         p = fit["fits"]["power"]
         lo, hi = p["b_ci95"]
-        print(f"power law T = a P^b: b = {p['b']:.3f} (95% CI [{num(lo)}, {num(hi)}]), R^2 = {num(p['r2'], '.3f')}; "
-              f"best form by leave-one-out RMSE: {fit['best_by_loo']}")
+        runs = p.get("b_runs_boot95")
+        seeds = f", over runs [{num(runs[0])}, {num(runs[1])}]" if runs else ""
+        print(f"power law T = a P^b: b = {p['b']:.3f} (95% CI [{num(lo)}, {num(hi)}]{seeds}), "
+              f"R^2 = {num(p['r2'], '.3f')}; best form by leave-one-out RMSE: {fit['best_by_loo']}")
 
 
 def run_sweep_cmd(args) -> int:
@@ -76,7 +98,8 @@ def register(sub) -> None:
     s = sub.add_parser(
         "sweep", help="train a study config over its presets and seeds, then probes, onsets and the fit",
         description="One run directory per preset x seed (x stationary) under sweep.out_dir; resumable "
-        "(finished runs are skipped, an interrupted one resumes). Writes onsets.csv and fit.json.",
+        "(finished runs are skipped, an interrupted one resumes). Writes onsets.csv (per run), sizes.csv "
+        "(per size over seeds) and fit.json.",
     )
     s.add_argument("config", help="TOML study config, e.g. configs/demo.toml")
     add_set(s)

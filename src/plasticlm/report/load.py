@@ -20,10 +20,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from plasticlm.analysis import load_probes, onset_from_run
+from plasticlm.analysis import load_probes, onset_from_run, onset_of_seeds
 from plasticlm.config import Config, load_config
 from plasticlm.errors import PlasticError
-from plasticlm.onset import find_onset, moving_average
+from plasticlm.onset import CENSORING, REASON_CODES, find_onset, moving_average
 from plasticlm.runlog import read_json, read_jsonl
 
 WINDOW = 3  # the paper's moving-average window for the onset (arXiv:2606.24752)
@@ -36,16 +36,48 @@ class RunOnset:
     task_index: float | None
     tokens: float | None
     ci: tuple[float, float] | None
-    """95% bootstrap interval in task instances."""
+    """95% bootstrap interval in task instances over validation sequences (evaluation noise only)."""
     net_tokens: float | None
     """Net degradation: first probe after the minimum whose smoothed dAUC is > 0 (tokens)."""
     reason: str | None
-    """Why there is no onset."""
+    """Why there is no onset, or why it is censored (the rule's sentence)."""
     source: str
     """Where it comes from: 'onsets.csv' or "computed from each run's probes.jsonl"."""
     fraction_null: float | None = None
-    """Fraction of bootstrap draws without an onset (when known: onset_from_run, or an onsets.csv
-    column ``ci_fraction_null``)."""
+    """Fraction of bootstrap draws without an onset (when known)."""
+    code: str | None = None
+    """``onset.REASON_CODES``: onset, left_censored, still_improving, too_few_points, no_probes, ..."""
+    lower_bound: float | None = None
+    """Right-censored (still_improving): the onset is at or after this task index."""
+    probe_se: float | None = None
+    """Noise of the run's probe score in dAUC points, from probe replicates (None without)."""
+
+    @property
+    def censored(self) -> str | None:
+        return CENSORING.get(self.code or "")
+
+
+@dataclass
+class SizeOnset:
+    """The onset of one size and stream from its seeds (sizes.csv, or ``analysis.onset_of_seeds``)."""
+
+    preset: str
+    stream: str
+    params: float | None
+    n_seeds: int
+    task_index: float | None
+    """The onset of the seed-averaged dAUC curve (also when left-censored)."""
+    tokens: float | None
+    code: str | None
+    lower_bound: float | None
+    runs_ci: tuple[float, float] | None
+    """95% bootstrap interval over runs (seeds): includes training noise."""
+    seed_onsets: list[float | None]
+    seeds_agree: bool | None
+
+    @property
+    def censored(self) -> str | None:
+        return CENSORING.get(self.code or "")
 
 
 @dataclass
@@ -121,6 +153,8 @@ class ReportInput:
     fit_note: str | None = None
     """Why there is no usable fit (fit.json absent, holding an error, or unreadable)."""
     problems: list[str] = field(default_factory=list)
+    sizes: list[SizeOnset] = field(default_factory=list)
+    """Per (size, stream) onsets from the seeds (study directories only)."""
 
     def rel(self, text: str) -> str:
         """A message with DIR's absolute path removed (the page holds no absolute paths)."""
@@ -157,6 +191,8 @@ def load_report_input(root: str | Path, n_boot: int | None = None) -> ReportInpu
     onsets = _read_onsets_csv(inp) if inp.kind == "study" else {}
     for run in inp.runs:
         run.onset = _run_onset(inp, run, onsets.get(run.name), n_boot)
+    if inp.kind == "study":
+        inp.sizes = _read_sizes_csv(inp) or _compute_sizes(inp, n_boot)
     return inp
 
 
@@ -261,34 +297,47 @@ def _num(cell: str | None) -> float | None:
     return float(cell)
 
 
-def _read_onsets_csv(inp: ReportInput) -> dict[str, dict[str, Any]]:
-    path = inp.root / "onsets.csv"
+_ONSET_NUMBERS = ("onset_task_index", "onset_tokens", "seq_ci95_low", "seq_ci95_high", "net_degradation_tokens",
+                  "seq_ci_fraction_null", "lower_bound_task_index", "probe_se_dauc")
+
+
+def _read_csv_rows(inp: ReportInput, name: str, numbers: tuple[str, ...], texts: tuple[str, ...]
+                   ) -> list[dict[str, Any]]:
+    """Rows of a study CSV (onsets.csv, sizes.csv) with the named number and text columns; a bad row
+    or file is noted as a problem, never a crash."""
+    path = inp.root / name
     if not path.exists():
-        return {}
-    out: dict[str, dict[str, Any]] = {}
+        return []
+    out = []
     try:
         with path.open(newline="", encoding="utf-8") as f:
             for line, row in enumerate(csv.DictReader(f), start=2):
                 try:
-                    out[row["name"]] = {k: _num(row.get(k)) for k in (
-                        "onset_task_index", "onset_tokens", "ci95_low", "ci95_high", "net_degradation_tokens",
-                        "ci_fraction_null")}
+                    rec: dict[str, Any] = {k: _num(row[k]) for k in numbers}
+                    rec.update({k: (row[k] or "").strip() or None for k in texts})
+                    out.append(rec)
                 except (KeyError, ValueError) as e:
-                    inp.problems.append(f"onsets.csv line {line}: not a valid onset row ({e}); ignored")
+                    inp.problems.append(f"{name} line {line}: not a valid row ({e}); ignored")
     except (OSError, csv.Error, UnicodeDecodeError) as e:
-        inp.problems.append(f"onsets.csv: cannot read it ({e}); onsets are recomputed from the probes")
-        return {}
+        inp.problems.append(f"{name}: cannot read it ({e}); its values are recomputed from the runs")
+        return []
     return out
+
+
+def _read_onsets_csv(inp: ReportInput) -> dict[str, dict[str, Any]]:
+    return {r["name"]: r for r in _read_csv_rows(inp, "onsets.csv", _ONSET_NUMBERS, ("name", "code"))}
 
 
 def _run_onset(inp: ReportInput, run: RunData, row: dict[str, Any] | None, n_boot: int | None) -> RunOnset | None:
     """The onset from onsets.csv when the study wrote one, else computed from the run's probes."""
     if row is not None:
         reason = None
-        if row["onset_task_index"] is None:
-            reason = _reason(run) if run.probes else "the run has no probes yet"
-        return RunOnset(row["onset_task_index"], row["onset_tokens"], _ci(row), row["net_degradation_tokens"],
-                        reason, "onsets.csv", row["ci_fraction_null"])
+        if row["code"] not in (None, "onset"):
+            reason = _reason(run) if run.probes else REASON_CODES.get(row["code"], row["code"])
+        lo, hi = row["seq_ci95_low"], row["seq_ci95_high"]
+        return RunOnset(row["onset_task_index"], row["onset_tokens"], None if lo is None or hi is None else (lo, hi),
+                        row["net_degradation_tokens"], reason, "onsets.csv", row["seq_ci_fraction_null"],
+                        row["code"], row["lower_bound_task_index"], row["probe_se_dauc"])
     if not run.probes:
         return None
     try:
@@ -297,19 +346,50 @@ def _run_onset(inp: ReportInput, run: RunData, row: dict[str, Any] | None, n_boo
         inp.problems.append(inp.rel(f"run {run.name}: cannot compute its onset: {e}"))
         return None
     ci = tuple(doc["ci95"]) if doc.get("ci95") else None
+    noise = doc.get("probe_noise") or {}
     return RunOnset(doc["onset_task_index"], doc["onset_tokens"], ci, doc["net_degradation_tokens"], doc["reason"],
-                    "computed from each run's probes.jsonl", doc.get("ci_fraction_null"))
-
-
-def _ci(row: dict[str, Any]) -> tuple[float, float] | None:
-    lo, hi = row["ci95_low"], row["ci95_high"]
-    return None if lo is None or hi is None else (lo, hi)
+                    "computed from each run's probes.jsonl", doc.get("ci_fraction_null"), doc["code"],
+                    doc["lower_bound_task_index"], noise.get("se_dauc"))
 
 
 def _reason(run: RunData) -> str | None:
-    """Why the run's dAUC curve has no onset (the rule's own explanation)."""
+    """Why the run's dAUC curve has no onset, or why it is censored (the rule's own sentence)."""
     try:
         return find_onset(run.column("task_index"), run.column("dauc"), WINDOW).reason
     except PlasticError as e:
         return str(e)
 
+
+def _read_sizes_csv(inp: ReportInput) -> list[SizeOnset]:
+    rows = _read_csv_rows(inp, "sizes.csv", ("non_embedding_params", "n_seeds", "onset_task_index", "onset_tokens",
+                                             "lower_bound_task_index", "runs_ci95_low", "runs_ci95_high"),
+                          ("preset", "stream", "code", "seed_onsets", "seeds_agree"))
+    out = []
+    for r in rows:
+        lo, hi = r["runs_ci95_low"], r["runs_ci95_high"]
+        seeds = [_num(x) for x in (r["seed_onsets"] or "").split(";")] if r["seed_onsets"] else []
+        out.append(SizeOnset(r["preset"] or "-", r["stream"] or "-", r["non_embedding_params"],
+                             int(r["n_seeds"] or 0), r["onset_task_index"], r["onset_tokens"], r["code"],
+                             r["lower_bound_task_index"], None if lo is None or hi is None else (lo, hi), seeds,
+                             None if r["seeds_agree"] is None else r["seeds_agree"] == "True"))
+    return out
+
+
+def _compute_sizes(inp: ReportInput, n_boot: int | None) -> list[SizeOnset]:
+    """Size onsets from the runs' probes, for a study directory without sizes.csv."""
+    groups: dict[tuple[str, str], list[RunData]] = {}
+    for r in inp.runs:
+        if r.probes and r.preset and r.stream:
+            groups.setdefault((r.preset, r.stream), []).append(r)
+    out = []
+    for (preset, stream), rs in groups.items():
+        try:
+            doc = onset_of_seeds([r.path for r in rs], window=WINDOW, n_boot=1000 if n_boot is None else n_boot)
+        except (PlasticError, OSError, ValueError, KeyError) as e:
+            inp.problems.append(inp.rel(f"{preset} ({stream}): cannot compute the onset over seeds: {e}"))
+            continue
+        ci = doc.get("ci95_runs")
+        out.append(SizeOnset(preset, stream, rs[0].params, len(rs), doc["onset_task_index"], doc["onset_tokens"],
+                             doc["code"], doc["lower_bound_task_index"], tuple(ci) if ci else None,
+                             doc["seed_onsets"], doc["seeds_agree"]))
+    return out

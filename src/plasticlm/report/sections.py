@@ -17,10 +17,9 @@ from typing import Any
 
 import numpy as np
 
-from plasticlm.onset import earliest_locatable
 from plasticlm.report import figures as F
 from plasticlm.report.html import Block, Bullets, Image, Note, Paragraph, Section, Table
-from plasticlm.report.load import WINDOW, ReportInput, RunData
+from plasticlm.report.load import WINDOW, ReportInput, RunData, SizeOnset
 from plasticlm.units import num, si
 
 FORM_ORDER = ("power", "linear", "linear_log", "exponential")
@@ -122,36 +121,59 @@ def _onset_sentence(run: RunData) -> str:
     if o is None:
         return f"{run.label} ({run.stream}): onset unknown (see Input problems)"
     if o.task_index is None:
-        text = f"{run.label} ({run.stream}): no onset: {o.reason or 'none was found'}"
+        if o.code == "still_improving" and o.lower_bound is not None:
+            text = (f"{run.label} ({run.stream}): no onset yet: the smoothed score is still falling at the last "
+                    f"probe, so the onset is at or after {ti(o.lower_bound)} task instances")
+        else:
+            text = f"{run.label} ({run.stream}): no onset: {o.reason or 'none was found'}"
         if o.ci is not None:  # the point estimate has none, but some resampled curves do
             text += (f"; some bootstrap resamples of the validation sequences do show one, 95% of them within "
                      f"{interval(o.ci)} task instances")
         return text
-    text = f"{run.label} ({run.stream}): onset after {ti(o.task_index)} task instances"
+    at = "at or before" if o.censored == "left" else "after"
+    text = f"{run.label} ({run.stream}): onset {at} {ti(o.task_index)} task instances"
     tpc = run.tasks_per_cycle
     cycles = o.task_index / tpc if tpc else None
     extra = [f"{cycles:.3g} cycle{'' if cycles == 1 else 's'}"] if cycles is not None else []
     if o.tokens is not None:
         extra.append(f"{tokens(o.tokens)} tokens")
     text += f" ({', '.join(extra)})" if extra else ""
-    points = [p["task_index"] for p in run.probes if p.get("task_index") is not None]
-    if len(set(points)) == len(points) and o.task_index == earliest_locatable(points, WINDOW):
-        text += (": the earliest probe point the rule can return (the smoothed minimum must be interior), so the "
-                 "onset may lie earlier; probes before it would resolve it")
+    if o.censored == "left":
+        text += " (left-censored: the smoothed minimum is at the first smoothed probe; earlier probes would locate it)"
+    if o.probe_se is not None:
+        text += f"; probe noise {o.probe_se:.2g} dAUC points (standard error from probe replicates)"
     if o.ci is None:
-        return text + "; no confidence interval (it needs the per-sequence probe losses and 5 or more probes)"
+        return text
     lo, hi = o.ci
-    text += f"; 95% CI {interval(o.ci)} task instances"
+    text += f"; 95% CI over validation sequences {interval(o.ci)} task instances"
     tlo, thi = run.tokens_at(lo), run.tokens_at(hi)
     if tlo is not None and thi is not None:
         text += f" ({interval((tlo, thi), tokens)} tokens)"
-    if lo == hi:
-        text += ": every bootstrap draw with an onset put it at the same probe"
+    text += " (evaluation noise only: it does not include training noise, which seeds measure)"
     if hi - lo > 0.5 * o.task_index:
-        text += ": a wide interval, the onset is poorly determined"
+        text += "; a wide interval, the onset is poorly determined"
     if o.fraction_null:
         text += f"; {100 * o.fraction_null:.0f}% of the bootstrap draws find no onset at all"
     return text
+
+
+def _size_sentence(z: SizeOnset) -> str:
+    """One size's onset from its seeds, said as certain only when the seeds agree."""
+    head = f"{z.preset} ({z.stream}, {_plural(z.n_seeds, 'seed')})"
+    seeds = ", ".join("none" if t is None else ti(t) for t in z.seed_onsets)
+    if z.task_index is None:
+        text = f"{head}: the seed-averaged score has no onset"
+        if z.code == "still_improving" and z.lower_bound is not None:
+            text += f" yet (still falling at the last probe: at or after {ti(z.lower_bound)} task instances)"
+        return text + (f"; the seeds' own onsets: {seeds}" if z.n_seeds > 1 else "")
+    at = "at or before " if z.censored == "left" else ""
+    text = f"{head}: onset of the seed-averaged score {at}{ti(z.task_index)} task instances"
+    if z.n_seeds < 2:
+        return text + "; one seed, so training noise is not measured and the onset may move on a rerun"
+    text += f", 95% CI over runs {interval(z.runs_ci)}; the seeds' own onsets: {seeds}"
+    if z.seeds_agree:
+        return text + " (the seeds agree)"
+    return text + " (the seeds disagree: the onset of this size is uncertain by at least that spread)"
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,25 +221,45 @@ def onsets(ctx: Context) -> Section | Skipped | None:
         ci_tok = None
         if o is not None and o.ci is not None:
             ci_tok = (r.tokens_at(o.ci[0]), r.tokens_at(o.ci[1]))
-        note = "" if o is None or o.task_index is not None else o.reason or ""
+        note = "" if o is None or o.code in (None, "onset") else o.reason or ""
         rows.append([r.name, r.preset or "-", r.stream or "-", params(r.params), ti(r.seed), str(len(r.probes)),
                      ti(o.task_index) if o else "-", interval(o.ci) if o else "-",
                      tokens(o.tokens) if o else "-", interval(ci_tok, tokens),
                      tokens(o.net_tokens) if o else "-", note])
     cols = ["run", "preset", "stream", "non-embedding params", "seed", "probes", "onset (task instances)",
-            "95% CI (task instances)", "onset (tokens)", "95% CI (tokens)", "net degradation (tokens)", "note"]
+            "95% CI over val. sequences", "onset (tokens)", "95% CI (tokens)", "net degradation (tokens)", "note"]
     src = " and ".join(sorted({r.onset.source for r in runs if r.onset is not None})) or "no onset computed"
-    return Section("onsets", title, [
+    blocks: list[Block] = [
         Table(cols, rows, caption=f"Onset of plasticity loss per run ({src})"),
-        Paragraph(f"Onset: the probe point (task instances trained) at the interior minimum of the window-{WINDOW} "
-                  "moving average of dAUC (arXiv:2606.24752); no onset when that minimum is the first or last "
-                  "smoothed point. 95% CI: bootstrap over the probe language's validation sequences. Net "
+        Paragraph(f"Onset: the probe point (task instances trained) at the earliest minimum of the window-{WINDOW} "
+                  "moving average of dAUC (arXiv:2606.24752). A minimum at the first smoothed point is an onset "
+                  "at or before it (left-censored, as the paper's smallest models); one at the last smoothed point "
+                  "is no onset yet (a lower bound). 95% CI over validation sequences: bootstrap over the probe "
+                  "language's validation sequences; it measures evaluation noise only, not training noise. Net "
                   "degradation: the first probe after the minimum whose smoothed dAUC is above 0."),
-    ])
+    ]
+    sizes = [z for z in ctx.inp.sizes if z.n_seeds > 0]
+    if sizes:
+        blocks.append(Table(
+            ["preset", "stream", "non-embedding params", "seeds", "onset of the mean curve (task instances)",
+             "95% CI over runs", "seeds' onsets", "seeds agree"],
+            [[z.preset, z.stream, params(z.params), str(z.n_seeds),
+              ("<= " if z.censored == "left" else "") + ti(z.task_index) if z.task_index is not None
+              else (f">= {ti(z.lower_bound)}" if z.lower_bound is not None else "none"),
+              interval(z.runs_ci), ", ".join("none" if t is None else ti(t) for t in z.seed_onsets),
+              "-" if z.seeds_agree is None or z.n_seeds < 2 else ("yes" if z.seeds_agree else "no")]
+             for z in sorted(sizes, key=lambda z: (z.stream != "continual", z.params or 0))],
+            caption="Onset per size from its seeds (sizes.csv): the onset of the seed-averaged dAUC curve and a "
+                    "bootstrap over runs, which includes training noise"))
+    return Section("onsets", title, blocks)
 
 
 def _fit_points(inp: ReportInput) -> tuple[list[float], list[float]]:
-    """(non-embedding params, onset) of every continual run with an onset: the scaling law's points."""
+    """(non-embedding params, onset) of the scaling law: fit.json's points when it records them,
+    else every continual run with an onset (left-censored ones included, as the paper fitted them)."""
+    recorded = (inp.fit or {}).get("points")
+    if recorded:
+        return [float(p["params"]) for p in recorded], [float(p["onset"]) for p in recorded]
     pts = [(float(r.params), float(r.onset.task_index)) for r in continual_runs(inp)
            if r.params and r.onset is not None and r.onset.task_index is not None]
     return [p for p, _ in pts], [t for _, t in pts]
@@ -238,21 +280,22 @@ def _onset_bounds_figure(ctx: Context) -> list[Block]:
         if not r.params or r.onset is None or not r.probes:
             continue
         probed = sorted(p["task_index"] for p in r.probes)
-        if r.onset.task_index is not None:
+        if r.onset.censored == "left":
+            earlier.append((float(r.params), float(r.onset.task_index)))
+        elif r.onset.task_index is not None:
             found.append((float(r.params), float(r.onset.task_index), r.onset.ci))
-        elif r.onset.reason and "last point" in r.onset.reason:
-            later.append((float(r.params), float(probed[-1])))
-        elif r.onset.reason and "first point" in r.onset.reason:
-            earlier.append((float(r.params), float(probed[0])))
+        elif r.onset.code == "still_improving":
+            later.append((float(r.params), float(r.onset.lower_bound or probed[-1])))
     if not (found or later or earlier):
         return []
     return [ctx.figure(
         "fig-onset-bounds.png", lambda p: F.plot_onset_bounds(found, later, earlier, p),
         "Onsets and onset bounds versus non-embedding parameters",
         "Onset T (task instances) against non-embedding parameters P, log-log, for the continual runs: "
-        "circles are onsets with their 95% bootstrap CI; an up-pointing triangle marks a run whose smoothed "
-        "score was still falling at its last probe (its onset, if any, comes later); a down-pointing one a run "
-        "whose smoothed score was lowest at its first probe. Too few onsets for the power law of Figure 3 of "
+        "circles are onsets with their 95% CI over validation sequences; an up-pointing triangle marks a run "
+        "whose smoothed score was still falling at its last probe (its onset, if any, comes later); a "
+        "down-pointing one a left-censored onset (at or before its first smoothed probe). Too few onsets for "
+        "the power law of Figure 3 of "
         "arXiv:2606.24752.",
     )]
 
@@ -481,17 +524,25 @@ def _fit_sentences(inp: ReportInput) -> list[str]:
     n, n_sizes = fit.get("n"), fit.get("n_sizes") or len(set(P))
     text = (f"Power law T = a P^b fitted to {n} onsets at {n_sizes} sizes: b = {b:.3g} "
             f"(OLS 95% CI {interval(ci, lambda v: num(v, '.3g'))}")
+    runs_ci = pw.get("b_runs_boot95")
     if boot and boot[0] is not None:
         text += f"; bootstrap over sizes {interval(boot, lambda v: num(v, '.3g'))}"
+    if runs_ci and runs_ci[0] is not None:
+        text += f"; bootstrap over runs within sizes (seed spread) {interval(runs_ci, lambda v: num(v, '.3g'))}"
     text += f"), a = {num(pw.get('a'))}"
     if pw.get("r2") is not None:
         text += f", R^2 = {pw['r2']:.2f} in linear space"
     out = [text + "."]
+    if fit.get("n_left_censored"):
+        out.append(f"{fit['n_left_censored']} of these onsets are left-censored (at or before their value) and are "
+                   "fitted at their value, as arXiv:2606.24752 did.")
+    intervals = {"OLS": ci, "bootstrap over sizes": boot, "bootstrap over runs": runs_ci}
+    with_zero = [k for k, v in intervals.items() if v and v[0] is not None and v[1] is not None and v[0] <= 0 <= v[1]]
     lo, hi = (ci if ci and ci[0] is not None and ci[1] is not None else (None, None))
     double = f"doubling the non-embedding parameters multiplies the onset by 2^b = {2 ** b:.2f}"
-    if lo is not None and lo <= 0:
-        out.append(f"The 95% CI of b includes 0: these data do not show that larger models lose plasticity later "
-                   f"(point estimate: {double}).")
+    if with_zero:
+        out.append(f"A 95% interval of b includes 0 ({', '.join(with_zero)}): these data do not show whether the "
+                   f"onset grows with model size (point estimate: {double}).")
     elif b < 1 and hi is not None and hi < 1:
         out.append(f"b < 1 with the whole CI below 1: the onset grows sublinearly, slower than model size; {double}, "
                    "not 2 (arXiv:2606.24752 also finds a sublinear exponent).")
@@ -589,6 +640,13 @@ def summary(ctx: Context, skipped: list[Skipped]) -> Section:
                      + ", ".join(f"{k} x{v}" for k, v in streams.items())
                      + f"; seeds: {', '.join(map(str, seeds)) or '-'}.")
     items += _onset_lines(runs)
+    sizes = [z for z in inp.sizes if z.n_seeds > 0]
+    if any(z.n_seeds > 1 for z in sizes):
+        items += [_size_sentence(z) + "." for z in sorted(sizes, key=lambda z: (z.stream != "continual",
+                                                                                 z.params or 0))]
+    elif inp.kind == "study" and sizes:
+        items.append("One seed per size: training noise is not measured, so any onset here may move on another "
+                     "seed or another machine (set sweep.seeds to several seeds to measure it).")
     if inp.kind == "study":
         items += _fit_sentences(inp)
         items += _stationary_sentences(inp)
