@@ -82,3 +82,37 @@ def test_cli_plan_paper_stationary_human(capsys):
     assert "stationary" in out and "GPU-hours" in out
     cfg = load_config(ROOT / "configs/paper/stationary.toml")
     assert len(probe_token_positions(cfg)) == 48
+
+
+def test_cpu_estimate_from_measured_steps_adds_up(tmp_path):
+    """`plan --cpu`: per-run seconds from a measured step time, and a wall time packed on the workers."""
+    from plasticlm.cpu_plan import estimate_cpu
+    from tests.fakes import tiny_config
+
+    cfg = tiny_config("sweep.presets=[3K, 25K]", "sweep.seeds=[0, 1]", "probe.steps=4", "probe.eval_every=2",
+                      "probe.replicates=2", "data.vocab_size=64")
+    plan = plan_study(cfg)
+    est = estimate_cpu(cfg, plan, parallel=2, steps=2)
+    assert set(est.rates) == {"3K", "25K"} and all(r.step_s > 0 for r in est.rates.values())
+    for run, r in zip(est.runs, plan.runs):
+        rate = est.rates[run["preset"]]
+        assert run["train_s"] == pytest.approx(r.steps * rate.step_s)
+        # probes (and the scratch baseline) times probe.steps times replicates, in training steps
+        assert run["probe_s"] == pytest.approx((r.probes + r.scratch_probes) * 4 * 2 * rate.step_s)
+        assert run["total_s"] == pytest.approx(run["train_s"] + run["probe_s"] + run["eval_s"])
+    core = sum(run["total_s"] for run in est.runs)
+    assert core / 2 <= est.wall_s <= core
+    assert est.to_json()["core_s"] == pytest.approx(core)
+
+
+def test_cli_plan_cpu_json(tmp_path, capsys):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text('[model]\nseq_len = 16\n[data]\nsource = "synthetic"\nvocab_size = 64\n'
+                   '[stream]\nlanguages = ["aa", "bb"]\ntokens_per_task = 128\ncycles = 1\n'
+                   '[train]\nbatch_size = 4\n[probe]\nsteps = 2\neval_every = 1\nafter_languages = []\n'
+                   '[sweep]\npresets = ["3K"]\n')
+    assert main(["plan", str(cfg), "--cpu", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["cpu"]["wall_s"] > 0 and doc["cpu"]["rates"]["3K"]["step_s"] > 0
+    assert main(["plan", str(cfg), "--cpu"]) == 0
+    assert "CPU estimate on this machine" in capsys.readouterr().out

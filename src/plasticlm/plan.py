@@ -10,12 +10,12 @@ if > 0, else ``data.vocab_size``), T = ``model.seq_len`` and B = ``train.batch_s
     tokens          = steps * B * T                                (what the stream really serves)
     probes          = len(probe_token_positions(cfg))             (see that function)
     scratch probes  = 1 per (preset, seed) if probe.scratch_baseline (shared by the stationary twin)
-    probe tokens    = probe.steps * B * T per probe
+    probe tokens    = probe.steps * B * T * probe.replicates per probe
     train FLOPs     = F * tokens,   F = model.flops_per_token = 6 N + 12 L H K T (forward + backward)
     probe FLOPs     = F * probe tokens * (probes + scratch probes)
     eval FLOPs      = F / 3 per forward-only token (2 N + 4 L H K T):
                       probe validation: len(probe_eval_steps) evaluations (step 0, every eval_every
-                      steps, and the last step) of probe.sequences x T tokens, per probe;
+                      steps, and the last step) of probe.sequences x T tokens, per probe replicate;
                       training validation: tasks // eval.every_tasks + 1 evaluations (the + 1 at step 0)
                       of eval.sequences x T tokens on every training language and the probe language
     GPU-hours       = total FLOPs / (mfu * peak) / 3600
@@ -129,8 +129,8 @@ def plan_study(cfg: Config, gpu: str = "h100", mfu: float = 0.4, peak_tflops: fl
     tokens = served_tokens_per_task(cfg) * tasks
     steps = tokens // per_step
     n_probes = len(probe_token_positions(cfg))
-    probe_tokens_each = p.steps * per_step
-    probe_eval_tokens = len(probe_eval_steps(p)) * p.sequences * seq
+    probe_tokens_each = p.steps * per_step * p.replicates
+    probe_eval_tokens = len(probe_eval_steps(p)) * p.sequences * seq * p.replicates
     train_evals = tasks // cfg.eval.every_tasks + 1 if cfg.eval.every_tasks > 0 else 0  # + the step-0 eval
     train_eval_tokens = train_evals * (len(s.languages) + 1) * cfg.eval.sequences * seq
     streams = [s.kind] + (["stationary"] if cfg.sweep.stationary and s.kind != "stationary" else [])

@@ -8,12 +8,37 @@ from plasticlm.plan import GPU_PEAK_TFLOPS, plan_study
 from plasticlm.units import si
 
 
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:,.2f} h" if seconds >= 3600 else f"{seconds / 60:,.1f} min"
+
+
+def _print_cpu(est) -> None:
+    print(f"\nCPU estimate on this machine ({est.parallel} run(s) at once, "
+          f"{next(iter(est.rates.values())).threads} thread(s) each; measured real training steps):")
+    print_table([{"preset": r.preset, "ms/step": f"{1e3 * r.step_s:.1f}",
+                  "eval tokens/s": f"{r.eval_tokens_per_s:,.0f}"} for r in est.rates.values()],
+                ["preset", "ms/step", "eval tokens/s"])
+    print_table([{"preset": r["preset"], "seed": r["seed"], "stream": r["stream"], "train": _hours(r["train_s"]),
+                  "probes": _hours(r["probe_s"]), "eval": _hours(r["eval_s"]), "total": _hours(r["total_s"])}
+                 for r in est.runs], ["preset", "seed", "stream", "train", "probes", "eval", "total"])
+    core = sum(r["total_s"] for r in est.runs)
+    print(f"CPU total: {_hours(core)} of compute, about {_hours(est.wall_s)} of wall time with {est.parallel} "
+          "at once (an estimate: other load on the machine slows it)")
+
+
 def run(args) -> int:
     cfg = load_config(args.file, args.overrides)
     plan = plan_study(cfg, args.gpu, args.mfu, args.peak_tflops)
+    est = None
+    if args.cpu:
+        from plasticlm.cpu_plan import estimate_cpu
+
+        est = estimate_cpu(cfg, plan, args.parallel)
     if args.json:
         doc = plan.to_json()
         doc["config"] = args.file
+        if est is not None:
+            doc["cpu"] = est.to_json()
         print_json(doc)
         return 0
     rows = [{
@@ -30,6 +55,8 @@ def run(args) -> int:
           f"({si(tot['probe_tokens'])} probe tokens), {tot['total_flops']:.3g} FLOPs "
           f"(train {tot['train_flops']:.3g}, probes {tot['probe_flops']:.3g}, eval {tot['eval_flops']:.3g}), "
           f"{tot['gpu_hours']:,.0f} GPU-hours = {tot['gpu_days']:,.1f} GPU-days")
+    if est is not None:
+        _print_cpu(est)
     return 0
 
 
@@ -46,6 +73,11 @@ def register(sub) -> None:
     p.add_argument("--peak-tflops", type=float, default=None, metavar="X",
                    help="peak TFLOP/s per GPU, overriding the --gpu table")
     p.add_argument("--mfu", type=float, default=0.4, help="model FLOPs utilisation (default 0.4)")
+    p.add_argument("--cpu", action="store_true",
+                   help="also estimate the wall time on this machine's CPU from a short measured benchmark of "
+                   "each preset (real training steps and evaluation; a few seconds per preset)")
+    p.add_argument("--parallel", type=int, default=None,
+                   help="--cpu: runs at once, each with cpu_count/parallel threads (default: sweep.parallel)")
     add_set(p)
     add_json(p)
     p.set_defaults(func=run)
