@@ -143,6 +143,8 @@ def test_dormant_units_with_known_scores():
     assert dg.dormant_fraction(acts) == pytest.approx(2 / 7)
     assert dg.dormant_mask(acts, eps=0.05).tolist() == [False, True, False, True, False, True, False]
     assert dg.dormant_fraction(acts, eps=0.0) == pytest.approx(1 / 7)  # exactly silent units only
+    other = torch.zeros(5, 3)  # a silent 3-unit layer: pooled over layers as count / total
+    assert dg.pooled_fraction([dg.dormant_mask(acts), dg.dormant_mask(other)]) == pytest.approx(5 / 10)
 
 
 def test_dormant_is_score_based_so_negative_gelu_outputs_count():
@@ -417,9 +419,11 @@ class Quadratic(nn.Module):
     def __init__(self, n):
         super().__init__()
         self.x = nn.Parameter(torch.randn(n, dtype=torch.float64))
+        self.unused = nn.Parameter(torch.ones(2, dtype=torch.float64))  # a zero Hessian row
+        self.linear = nn.Parameter(torch.ones(1, dtype=torch.float64))  # the loss is linear in it
 
     def forward(self, A):
-        return 0.5 * self.x @ A @ self.x
+        return 0.5 * self.x @ A @ self.x + 3.0 * self.linear.sum()
 
 
 def sym_with_eigs(eigs, seed=0):
@@ -438,6 +442,8 @@ def test_hessian_top_eigenvalue_of_a_quadratic():
     assert torch.equal(model.x, x0) and torch.equal(model.x.grad, torch.full((5,), 7.0, dtype=torch.float64))
     again = dg.hessian_top_eigenvalue(model, (A,), iters=50, tol=1e-6)
     assert again == r  # deterministic given the seed
+    flat = dg.hessian_top_eigenvalue(model, (torch.zeros(5, 5, dtype=torch.float64),))
+    assert (flat.value, flat.converged) == (0.0, True)
 
 
 def test_hessian_largest_magnitude_keeps_its_sign():

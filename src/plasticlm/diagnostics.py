@@ -25,6 +25,7 @@ from typing import NamedTuple
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from plasticlm.errors import PlasticError
 
@@ -180,6 +181,15 @@ def dormant_mask(acts: torch.Tensor, eps: float = 0.01) -> torch.Tensor:
 def dormant_fraction(acts: torch.Tensor, eps: float = 0.01) -> float:
     """Fraction of dormant units of one layer (``dormant_mask``). Pool layers as count / total."""
     return dormant_mask(acts, eps).double().mean().item()
+
+
+def pooled_fraction(masks) -> float:
+    """Units flagged over all layers / all units (count / total, the spec's pooled dormancy)."""
+    masks = list(masks)
+    total = sum(m.numel() for m in masks)
+    if total == 0:
+        raise PlasticError("pooled_fraction needs at least one layer with at least one unit")
+    return sum(int(m.sum()) for m in masks) / total
 
 
 def grama_mask(grads: torch.Tensor, eps: float = 0.01) -> torch.Tensor:
@@ -446,6 +456,17 @@ def _normalised(vs: list[torch.Tensor]) -> list[torch.Tensor]:
     return [v / norm for v in vs]
 
 
+def _hvp(grads, params: list[torch.Tensor], v: list[torch.Tensor]) -> list[torch.Tensor]:
+    """H v by differentiating <grad, v>; a gradient that is None (parameter unused) or constant
+    (loss linear in it) contributes a zero row."""
+    pairs = [(g, u) for g, u in zip(grads, v) if g is not None and g.requires_grad]
+    if not pairs:
+        return [torch.zeros_like(p) for p in params]
+    hv = torch.autograd.grad([g for g, _ in pairs], params, grad_outputs=[u for _, u in pairs],
+                             retain_graph=True, allow_unused=True)
+    return [torch.zeros_like(p) if h is None else h for p, h in zip(params, hv)]
+
+
 def hessian_top_eigenvalue(model: nn.Module, batch, iters: int = 20, tol: float = 1e-3, seed: int = 0,
                            loss_fn: Callable[[nn.Module, object], torch.Tensor] | None = None) -> TopEigenvalue:
     """Top (largest-magnitude) eigenvalue of the Hessian of the loss on one fixed batch, by power
@@ -466,14 +487,12 @@ def hessian_top_eigenvalue(model: nn.Module, batch, iters: int = 20, tol: float 
         raise PlasticError("hessian_top_eigenvalue: the model has no parameters that require grad")
     gen = torch.Generator().manual_seed(seed)
     v = _normalised([torch.randn(p.shape, generator=gen, dtype=p.dtype).to(p.device) for p in params])
-    from torch.nn.attention import SDPBackend, sdpa_kernel
-
     with sdpa_kernel(SDPBackend.MATH):
         loss = (loss_fn or _default_loss)(model, batch)
-        grads = torch.autograd.grad(loss, params, create_graph=True)
+        grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
         lam_prev = None
         for it in range(1, iters + 1):
-            hv = torch.autograd.grad(grads, params, grad_outputs=v, retain_graph=it < iters)
+            hv = _hvp(grads, params, v)
             lam = sum((a * b).sum() for a, b in zip(hv, v)).item()
             if lam_prev is not None and abs(lam - lam_prev) <= tol * abs(lam):
                 return TopEigenvalue(lam, it, True)
