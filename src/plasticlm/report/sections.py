@@ -517,7 +517,8 @@ def _fit_sentences(inp: ReportInput) -> list[str]:
     P, _ = _fit_points(inp)
     if inp.fit is None:
         return [f"No scaling-law fit: {inp.fit_note}. Onsets exist for {_plural(len(P), 'run')} at "
-                f"{_plural(len(set(P)), 'size')}."]
+                f"{_plural(len(set(P)), 'size')}, so this study does not show whether the onset grows with "
+                "model size."]
     fit = inp.fit
     pw = fit["fits"]["power"]
     b, ci, boot = float(pw["b"]), pw.get("b_ci95"), pw.get("b_boot95")
