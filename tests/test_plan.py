@@ -101,7 +101,7 @@ def test_cpu_estimate_from_measured_steps_adds_up(tmp_path):
         assert run["probe_s"] == pytest.approx((r.probes + r.scratch_probes) * 4 * 2 * rate.step_s)
         assert run["total_s"] == pytest.approx(run["train_s"] + run["probe_s"] + run["eval_s"])
     core = sum(run["total_s"] for run in est.runs)
-    assert core / 2 <= est.wall_s <= core
+    assert core / 2 - 1e-9 <= est.wall_s <= core + 1e-9  # perfectly packed .. one worker
     assert est.to_json()["core_s"] == pytest.approx(core)
 
 
