@@ -1,4 +1,6 @@
 import json
+import re
+import typing
 from pathlib import Path
 
 import pytest
@@ -27,7 +29,8 @@ def test_defaults_are_valid_and_round_trip_toml_and_json():
 
 def test_round_trip_with_overrides(tmp_path):
     cfg = load_config(None, ["model.preset=85K", "stream.languages=[en, fr]", "optim.lr=3e-3",
-                             "stream.weights=[1, 2]", "data.hf_configs={en = 'en'}", "train.seed=7",
+                             "stream.kind=stationary", "stream.weights=[1, 2]", "data.source=hf",
+                             "data.hf_configs={en = 'en'}", "train.seed=7",
                              "probe.after_languages=[fr]"])
     assert cfg.model.preset == "85K"
     assert cfg.stream.languages == ["en", "fr"]
@@ -87,3 +90,71 @@ def test_bad_override_syntax():
 def test_every_shipped_config_validates(path):
     cfg = load_config(path)
     assert to_dict(cfg)
+
+
+# A non-default value for every key that applies to some stream kinds only (config.KIND_KEYS), and the
+# extra settings a kind needs for that value to be valid where the key applies.
+KIND_EXAMPLES = {
+    "stream.weights": ("stream.weights=[1, 2, 3, 4, 5, 6, 7, 8]", ()),
+    "stream.replay_fraction": ("stream.replay_fraction=0.25", ()),
+    "stream.permuted_base": ("stream.permuted_base=fr", ("probe.after_languages=[]",)),
+    "probe.after_languages": ("probe.after_languages=[de]", ()),
+    "sweep.stationary": ("sweep.stationary=true", ()),
+}
+KIND_SETUP = {"continual": (), "stationary": (), "permuted": ("probe.after_languages=[]",)}
+
+
+def test_every_kind_specific_key_is_honoured_or_rejected_on_every_stream_kind():
+    from plasticlm.config import KIND_KEYS, StreamConfig
+
+    kinds = typing.get_args(typing.get_type_hints(StreamConfig)["kind"])
+    assert set(KIND_EXAMPLES) == set(KIND_KEYS)  # a new kind-specific key needs an example here
+    for key, (setting, needs) in KIND_EXAMPLES.items():
+        applies, _ = KIND_KEYS[key]
+        for kind in kinds:
+            base = [f"stream.kind={kind}", *KIND_SETUP[kind]]
+            if kind in applies:  # honoured: accepted as given
+                section, name = key.split(".")
+                value = to_dict(load_config(None, [*base, *needs, setting]))[section][name]
+                assert value != to_dict(Config())[section][name]
+            else:
+                with pytest.raises(ConfigError) as ei:
+                    load_config(None, [*base, *needs, setting])
+                (problem,) = [p for p in ei.value.problems if p.startswith(key)]
+                assert f"applies only to stream.kind = {' or '.join(applies)}" in problem
+                assert f"this stream is {kind!r}" in problem
+
+
+def test_permuted_stream_rejects_the_default_probe_languages_it_would_ignore():
+    with pytest.raises(ConfigError, match=r"probe.after_languages = \['zh', 'de', 'ru'\] applies only to"):
+        load_config(None, ["stream.kind=permuted"])
+    assert load_config(ROOT / "configs/permuted.toml").stream.kind == "permuted"
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("data.local_dir=/x", "applies only to data.source = local"),
+    ("data.hf_streaming=false", "applies only to data.source = hf"),
+    ("data.synthetic_bytes=10", "applies only to data.source = synthetic"),
+    ("model.n_layer=3", "applies only to a model sized by explicit"),
+    ("model.aspect=64", "applies only to a model sized by depth"),
+    ("optim.min_lr_frac=0.2", "acts only with optim.schedule = 'cosine'"),
+    ("optim.lr_anchor_values=[1e-3, 1e-4]", "acts only with optim.lr = 0.0"),
+    ("sweep.stationary_presets=[25K]", "acts only with sweep.stationary = True"),
+    ("sweep.stationary_probe_every_tokens=1000", "acts only with sweep.stationary = True"),
+    ("data.slurm_time=1:00:00", "acts only with data.executor = 'slurm'"),
+])
+def test_keys_of_other_sources_modes_and_switches_are_rejected(setting, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        load_config(None, (["optim.lr=1e-3"] if "lr_anchor" in setting else []) + [setting])
+
+
+def test_stationary_control_settings_are_checked():
+    base = ["sweep.presets=[25K, 85K]", "sweep.stationary=true"]
+    with pytest.raises(ConfigError, match=r"sweep.stationary_presets has \['5M'\], not in sweep.presets"):
+        load_config(None, [*base, "sweep.stationary_presets=[5M]"])
+    with pytest.raises(ConfigError, match="a stationary twin cannot replay"):
+        load_config(None, [*base, "stream.replay_fraction=0.1"])
+    with pytest.raises(ConfigError, match="sweep.stationary = True applies only to stream.kind = continual"):
+        load_config(None, [*base, "stream.kind=stationary"])
+    with pytest.raises(ConfigError, match=r"data.train_tokens_per_language names \['xx'\]"):
+        load_config(None, ["data.train_tokens_per_language={xx = 5}"])

@@ -7,7 +7,8 @@ from plasticlm.cli import main
 from plasticlm.config import load_config
 from plasticlm.errors import PlasticError
 from plasticlm.model import flops_per_token, from_preset, non_embedding_params
-from plasticlm.plan import plan_study, probe_token_positions
+from plasticlm.plan import plan_data, plan_study, probe_token_positions
+from plasticlm.sweep import run_specs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,14 +45,41 @@ def test_stationary_twin_every_tokens_and_vocab():
     assert [(r.seed, r.stream, r.probes, r.scratch_probes) for r in plan.runs] == [
         (0, "continual", 4, 1), (0, "stationary", 4, 0), (1, "continual", 4, 1), (1, "stationary", 4, 0)]
     assert plan.runs[1].steps == 300
+    # every_tokens adds probes at the task boundaries that reach 2500 and 5000 (to fr/de and the cycle ends)
     cfg = load_config(None, SMALL + ["probe.every_tokens=2500", "probe.scratch_baseline=false"])
-    assert probe_token_positions(cfg) == [3000, 5000]  # at the task boundaries that reach 2500 and 5000
+    assert probe_token_positions(cfg) == [2000, 3000, 5000, 6000]
+    cfg = load_config(None, SMALL + ["probe.every_tokens=2500", "probe.at_cycle_end=false", "probe.after_languages=[]"])
+    assert probe_token_positions(cfg) == [3000, 5000]
     cfg = load_config(None, SMALL + ["probe.at_cycle_end=false", "probe.after_languages=[de]"])
     assert probe_token_positions(cfg) == [3000, 6000]
     with pytest.raises(PlasticError, match="not in stream.languages"):
         load_config(None, SMALL + ["probe.after_languages=[de, xx]"])
     cfg = load_config(None, SMALL + ["model.vocab_size=500"])
     assert plan_study(cfg).runs[0].flops_per_token == flops_per_token(from_preset("25K", 500, 10))
+
+
+def test_stationary_control_on_some_presets_with_its_own_probe_grid():
+    cfg = load_config(None, SMALL + ["sweep.presets=[25K, 85K, 200K]", "sweep.stationary=true",
+                                     "sweep.stationary_presets=[25K, 85K]", "sweep.stationary_probe_every_tokens=1000"])
+    plan = plan_study(cfg)
+    assert [(r.preset, r.stream, r.probes, r.scratch_probes) for r in plan.runs] == [
+        ("25K", "continual", 4, 1), ("25K", "stationary", 6, 0), ("85K", "continual", 4, 1),
+        ("85K", "stationary", 6, 0), ("200K", "continual", 4, 1)]
+
+
+def test_data_plan_reuse_is_an_error_unless_allowed():
+    # each of en, fr, de is read for 2 cycles x 1000 tokens = 2000; the probe reads 5 x 2 x 10 = 100 of vi
+    targets = ["data.train_tokens=1500", "data.val_tokens=100", "data.train_tokens_per_language={vi = 400}"]
+    with pytest.raises(PlasticError, match=r"more than once: en 1.33x \(2,000 of 1,500 tokens\)"):
+        plan_data(load_config(None, SMALL + targets))
+    d = plan_data(load_config(None, SMALL + targets + ["stream.allow_reuse=true"]), tokens_per_cpu_s=100.0)
+    assert {r["lang"]: (r["train_tokens"], r["need_tokens"]) for r in d.languages} == {
+        "en": (1500, 2000), "fr": (1500, 2000), "de": (1500, 2000), "vi": (400, 100)}
+    assert d.reuse == pytest.approx({"en": 4 / 3, "fr": 4 / 3, "de": 4 / 3, "vi": 0.25})
+    assert d.tokens == 3 * 1600 + 500 and d.disk_bytes == d.tokens * 2  # uint16 at vocab 1,024
+    assert d.peak_disk_bytes == d.disk_bytes + 1600 * 2 and d.cpu_hours == pytest.approx(d.tokens / 100 / 3600)
+    unknown = plan_data(load_config(None, SMALL))  # no targets: every document, sizes known once built
+    assert unknown.tokens is None and unknown.reuse == {} and unknown.languages[0]["need_tokens"] == 2000
 
 
 def test_bad_mfu_and_gpu():
@@ -66,22 +94,38 @@ def test_cli_plan_paper_continual_json(capsys):
     assert main(["plan", str(ROOT / "configs/paper/continual.toml"), "--gpu", "h200", "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert doc["gpu"] == "h200" and doc["peak_tflops"] == 989.0 and doc["mfu"] == 0.4
-    assert [r["preset"] for r in doc["runs"]] == ["5M", "12M", "27M", "39M", "53M", "83M", "106M", "314M"]
+    ladder = ["5M", "12M", "27M", "39M", "53M", "83M", "106M", "314M"]
+    assert [(r["preset"], r["stream"]) for r in doc["runs"]] == [
+        (p, s) for p in ladder for s in (["continual", "stationary"] if p in ("5M", "12M", "27M") else ["continual"])]
     r = doc["runs"][-1]
     assert r["non_embedding_params"] == 314_859_520
     assert r["tokens"] == 48 * 8 * 9537 * 256 * 2048  # whole 0.5M-token steps: 9,537 per 5B-token task
     assert r["steps"] == 48 * 8 * 9537
     assert r["probes"] == 48 * 3 and r["scratch_probes"] == 1
     assert r["probe_tokens"] == 145 * 9537 * 256 * 2048
-    assert doc["totals"]["runs"] == 8
+    stationary = [r for r in doc["runs"] if r["stream"] == "stationary"]
+    # every 5B tokens: every task instance of 48 x 8; the scratch probe is shared with the continual twin
+    assert [(r["probes"], r["scratch_probes"]) for r in stationary] == [(384, 0)] * 3
+    assert doc["totals"]["runs"] == 11
+    data = {r["lang"]: r for r in doc["data"]["languages"]}
+    assert data["en"]["train_tokens"] == 100e9 and data["en"]["val_tokens"] == 1e9
+    assert data["vi"]["train_tokens"] == 20e9 and data["en"]["reuse"] == pytest.approx(2.4, rel=1e-3)
+    assert doc["data"]["tokens"] == 8 * 101e9 + 21e9 and doc["data"]["disk_bytes"] == doc["data"]["tokens"] * 4
 
 
 def test_cli_plan_paper_stationary_human(capsys):
     assert main(["plan", str(ROOT / "configs/paper/stationary.toml")]) == 0
     out = capsys.readouterr().out
-    assert "stationary" in out and "GPU-hours" in out
+    assert "stationary" in out and "GPU-hours" in out and "CPU-hours to tokenize" in out
+    assert "data reuse (stream.allow_reuse = true): en 2.40x" in out
     cfg = load_config(ROOT / "configs/paper/stationary.toml")
-    assert len(probe_token_positions(cfg)) == 48
+    specs = run_specs(cfg)
+    assert [s.name for s in specs] == [f"{p}-s0-{k}" for p in ("5M", "12M", "27M") for k in ("continual", "stationary")]
+    stat = specs[1].cfg
+    assert stat.stream.kind == "stationary" and stat.probe.every_tokens == 5_000_000_000
+    assert (stat.probe.at_cycle_end, stat.probe.after_languages) == (False, [])
+    assert [p // 5_000_000_000 for p in probe_token_positions(stat)[:3]] == [1, 2, 3]  # 9,537 steps ~ 5.0B
+    assert len(probe_token_positions(stat)) == 384 and len(probe_token_positions(specs[0].cfg)) == 144
 
 
 def test_cpu_estimate_from_measured_steps_adds_up(tmp_path):

@@ -5,6 +5,7 @@ import torch
 
 from plasticlm.callbacks import Callback
 from plasticlm.checkpoint import latest_checkpoint, list_checkpoints, weights_hash
+from plasticlm.errors import PlasticError
 from plasticlm.runlog import read_json, read_jsonl
 from plasticlm.train import NonFiniteLoss, Trainer, resume, train
 from tests.fakes import fake_data, tiny_config
@@ -73,18 +74,38 @@ def test_optimizer_reset_and_warmup_restart_at_each_task_start(tmp_path):
     assert rec.lrs[:5] == pytest.approx([5e-4, 1e-3, 1e-3, 1e-3, 1e-3])
 
 
-def test_stationary_run_warms_up_once(tmp_path):
+def test_stationary_run_resets_and_rewarms_every_task_worth_of_tokens(tmp_path):
+    # the default: the stationary control differs from the continual run only in the data order
     rec = Recorder()
     train(tiny_config("stream.kind=stationary", "optim.warmup_frac=0.4", "optim.lr=1e-3"), tmp_path / "r",
           data=fake_data(), callbacks=[rec], quiet=True)
+    assert rec.state_sizes == [0] * 6
+    assert rec.lrs[:5] == pytest.approx([5e-4, 1e-3, 1e-3, 1e-3, 1e-3]) and rec.lrs[5:7] == pytest.approx([5e-4, 1e-3])
+
+
+def test_stationary_run_without_resets_warms_up_once(tmp_path):
+    rec = Recorder()
+    train(tiny_config("stream.kind=stationary", "optim.warmup_frac=0.4", "optim.lr=1e-3",
+                      "optim.reset_at_task_start=false", "optim.rewarm_at_task_start=false"), tmp_path / "r",
+          data=fake_data(), callbacks=[rec], quiet=True)
     assert rec.lrs[:2] == pytest.approx([5e-4, 1e-3]) and rec.lrs[2:] == pytest.approx([1e-3] * 28)
+    assert rec.state_sizes[0] == 0 and all(n > 0 for n in rec.state_sizes[1:])
 
 
-def test_no_reset_when_disabled_and_in_stationary_runs(tmp_path):
-    for i, extra in enumerate([("optim.reset_at_task_start=false",), ("stream.kind=stationary",)]):
-        rec = Recorder()
-        train(tiny_config(*extra), tmp_path / f"r{i}", data=fake_data(), callbacks=[rec], quiet=True)
-        assert rec.state_sizes[0] == 0 and all(n > 0 for n in rec.state_sizes[1:])
+def test_no_reset_when_disabled(tmp_path):
+    rec = Recorder()
+    train(tiny_config("optim.reset_at_task_start=false"), tmp_path / "r", data=fake_data(), callbacks=[rec],
+          quiet=True)
+    assert rec.state_sizes[0] == 0 and all(n > 0 for n in rec.state_sizes[1:])
+
+
+def test_reused_data_is_an_error_unless_allowed(tmp_path, capsys):
+    data = fake_data(n_train=500)  # 2 cycles x 320 tokens = 640 per language from 500
+    with pytest.raises(PlasticError, match=r"more than once: aa 1.28x .*stream.allow_reuse = true"):
+        train(tiny_config("probe.steps=2"), tmp_path / "a", data=data, quiet=True)
+    assert not (tmp_path / "a").exists()
+    Trainer(tiny_config("probe.steps=2", "stream.allow_reuse=true"), tmp_path / "b", data)
+    assert "aa 1.28x, bb 1.28x, cc 1.28x" in capsys.readouterr().err
 
 
 def test_interrupted_and_resumed_run_is_bit_identical(tmp_path):

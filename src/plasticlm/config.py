@@ -89,7 +89,22 @@ class DataConfig:
         "paragraphs", "For source=local: a .txt file holds documents separated by blank lines, or is one document."
     )
     eot_token: str = opt("<|endoftext|>", "End-of-document special token, the separator between documents.")
-    workers: int = opt(0, "Processes for HTML extraction (debian-docs); 0 = all CPU cores.")
+    workers: int = opt(0, "Processes for HTML extraction (debian-docs) and token-shard building; 0 = all CPU cores.")
+    train_tokens: int = opt(0, "Training tokens to prepare per language (paper: 100B); 0 = all of its split.")
+    val_tokens: int = opt(0, "Validation tokens to prepare per language (paper: 1B); 0 = all of its split.")
+    train_tokens_per_language: dict[str, int] = opt(
+        {}, "Per-language overrides of data.train_tokens, e.g. {vi = 20_000_000_000} (paper: 20B Vietnamese)."
+    )
+    val_tokens_per_language: dict[str, int] = opt({}, "Per-language overrides of data.val_tokens.")
+    tasks: int = opt(0, "Token-building tasks per language (slices of its documents; part of the shards' identity "
+                        "for local and hf sources); 0 = data.workers.")
+    executor: Literal["local", "slurm"] = opt(
+        "local", "Where the token-building tasks run: local processes, or SLURM array jobs (datatrove executors)."
+    )
+    slurm_partition: str = opt("", "For data.executor = slurm: the partition.")
+    slurm_time: str = opt("24:00:00", "For data.executor = slurm: the time limit of one task.")
+    slurm_mem_per_cpu_gb: int = opt(4, "For data.executor = slurm: memory per task (one CPU each).")
+    slurm_env_command: str = opt("", "For data.executor = slurm: a shell command that activates the environment.")
 
 
 @dataclass
@@ -106,6 +121,10 @@ class StreamConfig:
     replay_fraction: float = opt(0.0, "Fraction of each batch replayed from earlier languages.")
     permuted_base: str = opt("en", "For kind=permuted: the base language whose ids are permuted per task.")
     seed: int = opt(0, "Seed of stream sampling (stationary mixture, permutations, replay).")
+    allow_reuse: bool = opt(
+        False, "Allow a run to read a language's training tokens more than once (the reuse factor is printed); "
+        "false = an error at plan and train time.",
+    )
 
 
 @dataclass
@@ -125,8 +144,17 @@ class OptimConfig:
     schedule: Literal["constant", "cosine"] = opt("constant", "After warm-up: constant (paper) or cosine.")
     min_lr_frac: float = opt(0.1, "Cosine floor as a fraction of the peak LR.")
     grad_clip: float = opt(1.0, "Global gradient-norm clip; 0 = off.")
-    reset_at_task_start: bool = opt(True, "Reset the optimizer state at each task boundary (paper: yes).")
-    rewarm_at_task_start: bool = opt(True, "Restart the LR warm-up at each task boundary (paper: yes).")
+    reset_at_task_start: bool = opt(
+        True, "Reset the optimizer state at each task boundary (paper: yes); on a stationary stream at every "
+        "task-worth of tokens, so that it differs from the continual run only in the data order.",
+    )
+    rewarm_at_task_start: bool = opt(
+        True, "Restart the LR warm-up at each task boundary (paper: yes); stationary: every task-worth of tokens.",
+    )
+    decay_embeddings: bool = opt(
+        True, "Apply weight decay to the tied token embedding and the position embedding (nanoGPT convention; "
+        "the paper does not say); false = decay linear weights only.",
+    )
 
 
 @dataclass
@@ -165,9 +193,13 @@ class ProbeConfig:
     replicates: int = opt(1, "Probes per probe point, each training on its own window of the probe language's "
                              "training tokens; the score is their mean AUC, their spread the probe's noise "
                              "(paper: 1).")
+    train_offset_tokens: int = opt(
+        0, "Every probe of a run trains on the same window of the probe language's training split, starting at "
+        "this token offset (the paper does not say which tokens its probes read).",
+    )
     at_cycle_end: bool = opt(True, "Probe at every cycle boundary (paper: yes).")
     after_languages: list[str] = opt(["zh", "de", "ru"], "Also probe after these tasks (paper: zh, de, ru).")
-    every_tokens: int = opt(0, "Probe every N training tokens instead (stationary runs); 0 = off.")
+    every_tokens: int = opt(0, "Also probe every N training tokens (at the task boundary that reaches it); 0 = off.")
     in_run: bool = opt(True, "Probe inside the training run (a callback) rather than post hoc.")
     scratch_baseline: bool = opt(True, "Also probe a fresh initialisation once per size and seed.")
     bootstrap: int = opt(1000, "Bootstrap resamples for the onset confidence interval.")
@@ -182,6 +214,14 @@ class SweepConfig:
     stationary: bool = opt(False, "Also run each preset on the stationary stream.")
     fit_left_censored: bool = opt(True, "Fit left-censored onsets (at or before the first smoothed probe point) "
                                         "at their value, as arXiv:2606.24752 did; false leaves them out.")
+    stationary: bool = opt(False, "Also run presets on the stationary stream (a continual study's control).")
+    stationary_presets: list[str] = opt(
+        [], "With sweep.stationary: the presets that get a stationary twin (paper: 5M, 12M, 27M); [] = all."
+    )
+    stationary_probe_every_tokens: int = opt(
+        0, "With sweep.stationary: the stationary runs are probed every N training tokens and only then (paper: "
+        "5B); 0 = at the same token counts as their continual twins.",
+    )
     parallel: int = opt(1, "Runs trained at once (processes).")
     out_dir: str = opt("studies/demo", "Sweep directory: runs/, onsets.csv, fit.json, report/.")
 
@@ -277,7 +317,130 @@ class Config:
             p.append("sweep.presets is empty")
         if not self.sweep.seeds:
             p.append("sweep.seeds is empty")
+        return p + self._scale_problems() + inapplicable_keys(self)
+
+    def data_languages(self) -> list[str]:
+        """The languages whose data a run reads: stream.languages + probe.language, without repeats; for
+        the permuted stream, whose task names are only labels, stream.permuted_base + probe.language."""
+        if self.stream.kind == "permuted":
+            return list(dict.fromkeys([self.stream.permuted_base, self.probe.language]))
+        return list(dict.fromkeys([*self.stream.languages, self.probe.language]))
+
+    def _scale_problems(self) -> list[str]:
+        """Checks of the keys for token targets, data building and the stationary control."""
+        p: list[str] = []
+        d, sw = self.data, self.sweep
+        if d.train_tokens < 0 or d.val_tokens < 0 or d.tasks < 0 or d.workers < 0:
+            p.append("data.train_tokens, data.val_tokens, data.tasks and data.workers must be >= 0 (0 = automatic)")
+        langs = self.data_languages()
+        for key in ("train_tokens_per_language", "val_tokens_per_language"):
+            table = getattr(d, key)
+            if any(v <= 0 for v in table.values()):
+                p.append(f"data.{key} = {table}: every value must be > 0 (drop a language to use the default)")
+            if extra := sorted(set(table) - set(langs)):
+                p.append(f"data.{key} names {extra}, which this study does not read (its languages: {langs}): "
+                         "remove them")
+        if d.executor == "slurm" and not d.slurm_partition:
+            p.append("data.executor = 'slurm' needs data.slurm_partition (the partition to submit to)")
+        if self.probe.train_offset_tokens < 0:
+            p.append(f"probe.train_offset_tokens = {self.probe.train_offset_tokens}: must be >= 0")
+        if extra := [x for x in sw.stationary_presets if x not in sw.presets]:
+            p.append(f"sweep.stationary_presets has {extra}, not in sweep.presets {sw.presets}: list presets of the "
+                     "study (their continual twins are the comparison)")
+        if len(set(sw.stationary_presets)) != len(sw.stationary_presets):
+            p.append(f"sweep.stationary_presets has duplicates: {sw.stationary_presets}")
+        if sw.stationary_probe_every_tokens < 0:
+            p.append(f"sweep.stationary_probe_every_tokens = {sw.stationary_probe_every_tokens}: must be >= 0")
+        if sw.stationary and self.stream.replay_fraction > 0:
+            p.append("sweep.stationary with stream.replay_fraction > 0: a stationary twin cannot replay (replay "
+                     "applies to the continual stream only); set one of them off")
         return p
+
+
+KIND_KEYS: dict[str, tuple[tuple[str, ...], Any]] = {
+    "stream.weights": (("stationary",), []),
+    "stream.replay_fraction": (("continual",), 0.0),
+    "stream.permuted_base": (("permuted",), "en"),
+    "probe.after_languages": (("continual", "stationary"), []),
+    "sweep.stationary": (("continual",), False),
+}
+"""Keys that apply to some stream kinds only: key -> (the kinds, the inert value it must keep on any other
+kind). A key is never silently ignored: on a kind it does not apply to, any other value is an error."""
+
+SOURCE_KEYS: dict[str, tuple[str, ...]] = {
+    "data.local_dir": ("local",),
+    "data.local_txt_docs": ("local",),
+    "data.hf_dataset": ("hf",),
+    "data.hf_configs": ("hf",),
+    "data.hf_split": ("hf",),
+    "data.hf_text_field": ("hf",),
+    "data.hf_streaming": ("hf",),
+    "data.synthetic_bytes": ("synthetic",),
+    "data.synthetic_seed": ("synthetic",),
+    "data.synthetic_shared_grammar": ("synthetic",),
+}
+"""Keys that apply to some corpus sources only (data.source); elsewhere they must keep their default."""
+
+MODEL_KEYS: dict[str, tuple[str, ...]] = {
+    "model.aspect": ("depth",),
+    "model.head_dim": ("depth", "explicit"),
+    "model.n_layer": ("explicit",),
+    "model.d_model": ("explicit",),
+    "model.n_head": ("explicit",),
+}
+"""Keys that apply to some ways of sizing the model only: a preset (which carries its own shape), the
+depth dial (model.depth > 0) or explicit dimensions (model.preset = ''); elsewhere they keep their default."""
+
+CONDITIONAL_KEYS: dict[str, tuple[str, Any]] = {
+    "sweep.stationary_presets": ("sweep.stationary", True),
+    "sweep.stationary_probe_every_tokens": ("sweep.stationary", True),
+    "data.slurm_partition": ("data.executor", "slurm"),
+    "data.slurm_time": ("data.executor", "slurm"),
+    "data.slurm_mem_per_cpu_gb": ("data.executor", "slurm"),
+    "data.slurm_env_command": ("data.executor", "slurm"),
+    "optim.min_lr_frac": ("optim.schedule", "cosine"),
+    "optim.lr_anchor_params": ("optim.lr", 0.0),
+    "optim.lr_anchor_values": ("optim.lr", 0.0),
+}
+"""Keys that only act when another key has a value: key -> (that key, the value)."""
+
+
+def model_mode(model: ModelConfig) -> str:
+    """How the model is sized: 'depth' (model.depth > 0 wins), 'preset', or 'explicit' dimensions."""
+    return "depth" if model.depth > 0 else "preset" if model.preset else "explicit"
+
+
+def _get(cfg: Any, dotted: str) -> Any:
+    section, key = dotted.split(".")
+    return getattr(getattr(cfg, section), key)
+
+
+def _default(dotted: str) -> Any:
+    section, key = dotted.split(".")
+    f = {f.name: f for f in dataclasses.fields(_hints(Config)[section])}[key]
+    return f.default if f.default is not dataclasses.MISSING else f.default_factory()
+
+
+def inapplicable_keys(cfg: Config) -> list[str]:
+    """Problems for keys set on a stream kind, source or mode they do not apply to (they would be ignored)."""
+    p = []
+    kind, source = cfg.stream.kind, cfg.data.source
+    for key, (kinds, inert) in KIND_KEYS.items():
+        if kind not in kinds and _get(cfg, key) != inert:
+            p.append(f"{key} = {_get(cfg, key)!r} applies only to stream.kind = {' or '.join(kinds)}, and this "
+                     f"stream is {kind!r}: set it to {inert!r} (or remove it where that is the default)")
+    for key, sources in SOURCE_KEYS.items():
+        if source not in sources and _get(cfg, key) != _default(key):
+            p.append(f"{key} = {_get(cfg, key)!r} applies only to data.source = {' or '.join(sources)}, and this "
+                     f"source is {source!r}: remove it")
+    for key, modes in MODEL_KEYS.items():
+        if model_mode(cfg.model) not in modes and _get(cfg, key) != _default(key):
+            p.append(f"{key} = {_get(cfg, key)!r} applies only to a model sized by {' or '.join(modes)}, and this "
+                     f"one is sized by {model_mode(cfg.model)} (model.preset / model.depth): remove it")
+    for key, (when, value) in CONDITIONAL_KEYS.items():
+        if _get(cfg, when) != value and _get(cfg, key) != _default(key):
+            p.append(f"{key} = {_get(cfg, key)!r} acts only with {when} = {value!r}: remove it or set {when}")
+    return p
 
 
 # --------------------------------------------------------------------------------------------

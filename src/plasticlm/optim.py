@@ -1,7 +1,8 @@
 """The optimisation recipe of arXiv:2606.24752 ("Optimisation"): AdamW, per-size LR, warm-up.
 
 Weight decay applies to every 2-D weight (linear weights, the tied token embedding, the position
-embedding) and not to biases or LayerNorm parameters (the nanoGPT / GPT-2 convention).
+embedding) and not to biases or LayerNorm parameters (the nanoGPT / GPT-2 convention; the paper does
+not say). ``optim.decay_embeddings = false`` leaves the two embeddings undecayed.
 """
 
 from __future__ import annotations
@@ -29,12 +30,17 @@ def peak_lr(optim_cfg, non_embedding_params: int) -> float:
     return float(l0 * (non_embedding_params / p0) ** slope)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+EMBEDDINGS = ("wte.weight", "wpe.weight")
+"""The token embedding (tied with the output head) and the position embedding, by module name."""
+
+
+def param_groups(model: nn.Module, weight_decay: float, decay_embeddings: bool = True) -> list[dict]:
     decay, no_decay = [], []
-    for _, p in model.named_parameters():
+    for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (decay if p.ndim >= 2 else no_decay).append(p)
+        decayed = p.ndim >= 2 and (decay_embeddings or name not in EMBEDDINGS)
+        (decay if decayed else no_decay).append(p)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -43,7 +49,7 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def build_optimizer(model: nn.Module, optim_cfg, lr: float) -> torch.optim.AdamW:
     return torch.optim.AdamW(
-        param_groups(model, optim_cfg.weight_decay),
+        param_groups(model, optim_cfg.weight_decay, optim_cfg.decay_embeddings),
         lr=lr,
         betas=(optim_cfg.beta1, optim_cfg.beta2),
         eps=optim_cfg.eps,
@@ -58,9 +64,9 @@ def reset_optimizer_state(optimizer: torch.optim.Optimizer) -> None:
 class LRSchedule:
     """Linear warm-up (``warmup_frac`` of a task's steps), then constant (paper) or cosine.
 
-    With ``restart_each_task`` (``optim.rewarm_at_task_start`` on a stream with task switches) the
-    schedule restarts at every task (the paper); otherwise it runs once over the whole run (warm-up
-    of the same length at the start only), as in a stationary run, which has no task switches.
+    With ``restart_each_task`` (default ``optim.rewarm_at_task_start``) the schedule restarts at every
+    task (the paper; on a stationary stream every task-worth of tokens); otherwise it runs once over the
+    whole run (warm-up of the same length at the start only).
     """
 
     def __init__(self, optim_cfg, peak: float, steps_per_task: int, total_steps: int,

@@ -1,7 +1,8 @@
 """The compute plan of a study, from its config alone (no data, no training).
 
-For every run of the sweep (each preset in ``sweep.presets`` x each seed in ``sweep.seeds``, and
-a stationary twin of each when ``sweep.stationary``), with V the vocabulary (``model.vocab_size``
+For every run of the sweep (``sweep.run_specs``: each preset in ``sweep.presets`` x each seed in
+``sweep.seeds``, and a stationary twin of those in ``sweep.stationary_presets`` when
+``sweep.stationary``, each with its own probe schedule), with V the vocabulary (``model.vocab_size``
 if > 0, else ``data.vocab_size``), T = ``model.seq_len`` and B = ``train.batch_size``:
 
     tasks           = len(stream.languages) * stream.cycles
@@ -23,6 +24,14 @@ if > 0, else ``data.vocab_size``), T = ``model.seq_len`` and B = ``train.batch_s
 Peaks are dense (no sparsity) bf16 tensor-core throughputs from the vendors' data sheets, in
 TFLOP/s: H100 SXM 989 (the PCIe card is about 756), H200 SXM 989, A100 312, L40S 362, MI300X 1307,
 B200 2250. MFU 0.4 is a typical well-tuned value for GPT training at these sizes.
+
+The data a study needs (``plan_data``), per language: the training tokens a run reads (``data_needs``:
+a continual run reads ``cycles x tokens per task`` of each language, a stationary one its mixture
+share of the run, the probe language ``probe.train_offset_tokens + probe.steps x B x T``), the
+targets to prepare (``data.train_tokens`` / ``data.val_tokens`` and their per-language overrides),
+the reuse factor (need / target; above 1 is an error unless ``stream.allow_reuse``), the disk of
+the token shards (tokens x 2 or 4 bytes; the build holds a language's task files and its merged shard
+at once, so the peak is that plus the largest language) and the CPU-hours to tokenize at a given rate.
 """
 
 from __future__ import annotations
@@ -31,7 +40,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from plasticlm.config import Config
-from plasticlm.errors import PlasticError
+from plasticlm.errors import DataError, PlasticError
 from plasticlm.model import build_gpt_config, flops_per_token, non_embedding_params
 
 GPU_PEAK_TFLOPS: dict[str, float] = {
@@ -43,6 +52,11 @@ GPU_PEAK_TFLOPS: dict[str, float] = {
     "b200": 2250.0,
 }
 """Dense bf16 peak per GPU in TFLOP/s (module docstring)."""
+
+TOKENIZE_TOKENS_PER_CPU_S = 6.0e5
+"""Tokens per second per CPU core of the shard build (benchmarks/bench_shards.py, the 1,024-token BPE on
+local jsonl; README "Data at scale"). A large tokenizer (Qwen3's) may be slower: measure with that
+benchmark and pass ``plasticlm plan --tokenize-rate``."""
 
 
 def probe_token_positions(cfg: Config) -> list[int]:
@@ -121,6 +135,7 @@ def plan_study(cfg: Config, gpu: str = "h100", mfu: float = 0.4, peak_tflops: fl
     elif peak_tflops <= 0:
         raise PlasticError(f"peak TFLOP/s = {peak_tflops}: must be > 0")
     from plasticlm.probe import probe_eval_steps
+    from plasticlm.sweep import run_specs
 
     s, p, t = cfg.stream, cfg.probe, cfg.train
     seq = cfg.model.seq_len
@@ -128,28 +143,124 @@ def plan_study(cfg: Config, gpu: str = "h100", mfu: float = 0.4, peak_tflops: fl
     per_step = t.batch_size * seq
     tokens = served_tokens_per_task(cfg) * tasks
     steps = tokens // per_step
-    n_probes = len(probe_token_positions(cfg))
     probe_tokens_each = p.steps * per_step * p.replicates
     probe_eval_tokens = len(probe_eval_steps(p)) * p.sequences * seq * p.replicates
     train_evals = tasks // cfg.eval.every_tasks + 1 if cfg.eval.every_tasks > 0 else 0  # + the step-0 eval
     train_eval_tokens = train_evals * (len(s.languages) + 1) * cfg.eval.sequences * seq
-    streams = [s.kind] + (["stationary"] if cfg.sweep.stationary and s.kind != "stationary" else [])
     runs = []
-    for preset in cfg.sweep.presets:
-        gpt = build_gpt_config(dataclasses.replace(cfg.model, preset=preset, depth=0), cfg.data.vocab_size)
+    scratch_done: set[tuple[str, int]] = set()  # one scratch probe per size and seed, shared by the twins
+    for spec in run_specs(cfg):
+        gpt = build_gpt_config(spec.cfg.model, cfg.data.vocab_size)
         fpt = flops_per_token(gpt)
-        for seed in cfg.sweep.seeds:
-            for k, kind in enumerate(streams):
-                scratch = int(p.scratch_baseline and k == 0)
-                n = n_probes + scratch
-                train_f = float(fpt) * tokens
-                probe_f = float(fpt) * probe_tokens_each * n
-                eval_f = fpt / 3 * (probe_eval_tokens * n + train_eval_tokens)
-                total = train_f + probe_f + eval_f
-                runs.append(RunPlan(
-                    preset=preset, seed=seed, stream=kind, non_embedding_params=non_embedding_params(gpt),
-                    flops_per_token=fpt, tokens=tokens, steps=steps, probes=n_probes, scratch_probes=scratch,
-                    probe_tokens=probe_tokens_each * n, train_flops=train_f, probe_flops=probe_f,
-                    eval_flops=eval_f, total_flops=total, gpu_hours=total / (mfu * peak_tflops * 1e12) / 3600,
-                ))
+        n_probes = len(probe_token_positions(spec.cfg))
+        scratch = int(p.scratch_baseline and (spec.preset, spec.seed) not in scratch_done)
+        scratch_done.add((spec.preset, spec.seed))
+        n = n_probes + scratch
+        train_f = float(fpt) * tokens
+        probe_f = float(fpt) * probe_tokens_each * n
+        eval_f = fpt / 3 * (probe_eval_tokens * n + train_eval_tokens)
+        total = train_f + probe_f + eval_f
+        runs.append(RunPlan(
+            preset=spec.preset, seed=spec.seed, stream=spec.stream, non_embedding_params=non_embedding_params(gpt),
+            flops_per_token=fpt, tokens=tokens, steps=steps, probes=n_probes, scratch_probes=scratch,
+            probe_tokens=probe_tokens_each * n, train_flops=train_f, probe_flops=probe_f,
+            eval_flops=eval_f, total_flops=total, gpu_hours=total / (mfu * peak_tflops * 1e12) / 3600,
+        ))
     return StudyPlan(runs, gpu, float(peak_tflops), mfu)
+
+
+# ---------------------------------------------------------------------------- data
+
+
+def data_needs(cfg: Config) -> dict[str, int]:
+    """Training tokens a run of ``cfg`` reads per language (module docstring); a stationary run's share is
+    its expected value under the mixture weights."""
+    s = cfg.stream
+    total = served_tokens_per_task(cfg) * len(s.languages) * s.cycles
+    if s.kind == "permuted":
+        need = {s.permuted_base: total}
+    elif s.kind == "stationary":
+        w = s.weights or [1.0] * len(s.languages)
+        need = {lang: round(total * x / sum(w)) for lang, x in zip(s.languages, w)}
+    else:
+        need = {lang: total // len(s.languages) for lang in s.languages}
+    p = cfg.probe
+    need[p.language] = p.train_offset_tokens + p.steps * cfg.train.batch_size * cfg.model.seq_len
+    return need
+
+
+def token_targets(cfg: Config) -> dict[str, tuple[int, int]]:
+    """(train, val) tokens to prepare per language from data.*_tokens and their overrides (0 = all)."""
+    d = cfg.data
+    return {lang: (d.train_tokens_per_language.get(lang, d.train_tokens),
+                   d.val_tokens_per_language.get(lang, d.val_tokens)) for lang in cfg.data_languages()}
+
+
+def reuse_factors(cfg: Config, available: dict[str, int]) -> dict[str, float]:
+    """Per language with a known size: tokens a run reads / training tokens available (> 1 = reuse)."""
+    return {lang: need / max(1, available[lang]) for lang, need in data_needs(cfg).items() if available.get(lang)}
+
+
+def check_reuse(cfg: Config, available: dict[str, int], where: str) -> dict[str, float]:
+    """The reuse factors; a DataError when a language would be read more than once and
+    ``stream.allow_reuse`` is false (the message names the languages and both fixes)."""
+    factors = reuse_factors(cfg, available)
+    over = {lang: f for lang, f in factors.items() if f > 1.0}
+    if over and not cfg.stream.allow_reuse:
+        listed = ", ".join(f"{lang} {f:.2f}x ({data_needs(cfg)[lang]:,} of {available[lang]:,} tokens)"
+                           for lang, f in over.items())
+        raise DataError(f"{where}: the run would read these languages' training tokens more than once: {listed}. "
+                        "Prepare more data (data.train_tokens, data.train_tokens_per_language) or shorten the run, "
+                        "or accept the reuse with stream.allow_reuse = true")
+    return factors
+
+
+def format_reuse(factors: dict[str, float]) -> str:
+    over = {lang: f for lang, f in factors.items() if f > 1.0}
+    return ", ".join(f"{lang} {f:.2f}x" for lang, f in over.items()) if over else "none"
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    """The token shards a study needs (module docstring); None where a size is only known once built."""
+
+    languages: list[dict]
+    tokens: int | None
+    disk_bytes: int | None
+    peak_disk_bytes: int | None
+    cpu_hours: float | None
+    tokens_per_cpu_s: float
+    reuse: dict[str, float]
+
+    def to_json(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def plan_data(cfg: Config, tokens_per_cpu_s: float = TOKENIZE_TOKENS_PER_CPU_S) -> DataPlan:
+    """Tokens, disk and CPU-hours of the data; raises DataError on reuse without ``stream.allow_reuse``."""
+    from plasticlm.data.shards import dtype_for
+
+    if tokens_per_cpu_s <= 0:
+        raise PlasticError(f"tokenize rate = {tokens_per_cpu_s}: must be > 0 tokens/s per CPU core")
+    vocab = cfg.model.vocab_size or (257 if cfg.data.tokenizer == "bytes" else cfg.data.vocab_size)
+    item = dtype_for(vocab).itemsize
+    from plasticlm.sweep import run_specs
+
+    targets = token_targets(cfg)
+    available = {lang: train for lang, (train, _) in targets.items() if train}
+    needs: dict[str, int] = {}
+    reuse: dict[str, float] = {}
+    for spec in run_specs(cfg):
+        for lang, f in check_reuse(spec.cfg, available, f"plan, run {spec.name}").items():
+            reuse[lang] = max(reuse.get(lang, 0.0), f)
+        for lang, n in data_needs(spec.cfg).items():
+            needs[lang] = max(needs.get(lang, 0), n)
+    rows = [{"lang": lang, "train_tokens": train or None, "val_tokens": val or None, "need_tokens": needs.get(lang),
+             "reuse": reuse.get(lang), "disk_bytes": (train + val) * item if train and val else None}
+            for lang, (train, val) in targets.items()]
+    if all(r["disk_bytes"] is not None for r in rows):
+        tokens = sum(r["train_tokens"] + r["val_tokens"] for r in rows)
+        disk = tokens * item
+        return DataPlan(rows, tokens, disk, disk + max(r["disk_bytes"] for r in rows),
+                        tokens / tokens_per_cpu_s / 3600, tokens_per_cpu_s, reuse)
+    return DataPlan(rows, None, None, None, None, tokens_per_cpu_s, reuse)

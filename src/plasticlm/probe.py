@@ -66,24 +66,23 @@ if TYPE_CHECKING:  # pragma: no cover
 def probe_task_indices(cfg: Config, num_tasks: int, tasks_per_cycle: int, tokens_per_task: int) -> list[int]:
     """0-based indices of the tasks after which a probe runs (one rule for runs and `plasticlm plan`).
 
-    ``probe.every_tokens > 0`` (stationary runs) replaces the task schedule: a probe after each task
-    during which the token count reached a multiple of ``every_tokens`` (probes happen at task
-    boundaries, where checkpoints are). Otherwise (arXiv:2606.24752, "Probe"): at every cycle end
-    (``probe.at_cycle_end``) and after every task of a language in ``probe.after_languages`` (paper:
-    zh, de, ru; ru ends the cycle and counts once). A stationary run, whose "tasks" are equal token
-    segments, is probed at the same token counts as its continual twin (the same task positions); a
-    permuted run only at cycle ends. Listed languages that are not trained are ignored.
+    The union of (each counted once): every cycle end (``probe.at_cycle_end``); every task of a language
+    in ``probe.after_languages`` (arXiv:2606.24752, "Probe": zh, de, ru; ru ends the cycle); and, with
+    ``probe.every_tokens > 0`` (the paper's stationary control: every 5B tokens), each task during which
+    the token count reached a multiple of ``every_tokens`` (probes happen at task boundaries, where
+    checkpoints are). A stationary run, whose "tasks" are equal token segments, is probed at the same
+    token counts as its continual twin (the same task positions). The config rejects after_languages
+    on a permuted stream and languages that are not trained (never silently ignored).
     """
     p = cfg.probe
-    if p.every_tokens > 0:
-        return [k for k in range(num_tasks)
-                if ((k + 1) * tokens_per_task) // p.every_tokens > (k * tokens_per_task) // p.every_tokens]
     slots = set()
     if cfg.stream.kind != "permuted":
         slots = {i for i, lang in enumerate(cfg.stream.languages[:tasks_per_cycle]) if lang in p.after_languages}
     if p.at_cycle_end:
         slots.add(tasks_per_cycle - 1)
-    return [k for k in range(num_tasks) if k % tasks_per_cycle in slots]
+    every = p.every_tokens
+    return [k for k in range(num_tasks) if k % tasks_per_cycle in slots
+            or (every > 0 and ((k + 1) * tokens_per_task) // every > (k * tokens_per_task) // every)]
 
 
 def probe_eval_steps(probe_cfg) -> list[int]:
@@ -118,7 +117,8 @@ class ProbeSetup:
         windows = fixed_windows(data.val[lang], cfg.probe.sequences, cfg.model.seq_len)
         if permutation is not None:
             windows = permutation[windows]
-        return cls(cfg, gpt_config, lr, lang, data.train[lang], windows, permutation, device)
+        offset = cfg.probe.train_offset_tokens  # the same window for every probe of the run
+        return cls(cfg, gpt_config, lr, lang, data.train[lang][offset:], windows, permutation, device)
 
     @property
     def eval_steps(self) -> list[int]:
@@ -135,7 +135,8 @@ class ProbeSetup:
         h = hashlib.sha256()
         c = self.cfg
         o = c.optim  # only what a probe uses: its LR is the resolved self.lr, it resets nothing
-        recipe = [o.beta1, o.beta2, o.eps, o.weight_decay, o.warmup_frac, o.schedule, o.min_lr_frac, o.grad_clip]
+        recipe = [o.beta1, o.beta2, o.eps, o.weight_decay, o.warmup_frac, o.schedule, o.min_lr_frac, o.grad_clip,
+                  o.decay_embeddings]
         spec = {"gpt": self.gpt_config.__dict__, "lr": self.lr, "recipe": recipe,
                 "probe": [c.probe.steps, c.probe.eval_every, c.probe.sequences, c.probe.replicates],
                 "batch": [c.train.batch_size, c.train.micro_batch_size or c.train.batch_size, c.train.dtype,

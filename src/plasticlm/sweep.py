@@ -65,18 +65,31 @@ class RunSpec:
 
 
 def run_specs(cfg: Config) -> list[RunSpec]:
-    """Presets x seeds x (continual [+ stationary]) with the per-run config overrides."""
-    streams = [cfg.stream.kind] + (["stationary"] if cfg.sweep.stationary and cfg.stream.kind != "stationary" else [])
+    """Presets x seeds x (the study's stream [+ a stationary twin]) with the per-run config overrides.
+
+    With ``sweep.stationary`` a continual study adds a stationary run of each preset in
+    ``sweep.stationary_presets`` ([] = every preset), the paper's control (arXiv:2606.24752, "Stationary
+    control": 5M, 12M and 27M). With ``sweep.stationary_probe_every_tokens`` > 0 the stationary runs are
+    probed every that many tokens and only then (the paper: every 5B); otherwise at the token counts of
+    their continual twins. A twin's sweep keys are reset: a run config describes one run.
+    """
+    sw = cfg.sweep
+    twins = set(sw.stationary_presets or sw.presets) if sw.stationary and cfg.stream.kind == "continual" else set()
     specs = []
-    for preset in cfg.sweep.presets:
-        for seed in cfg.sweep.seeds:
-            for stream in streams:
+    for preset in sw.presets:
+        for seed in sw.seeds:
+            for stream in [cfg.stream.kind] + (["stationary"] if preset in twins else []):
                 d = to_dict(cfg)
                 d["model"]["preset"] = preset
                 d["model"]["depth"] = 0
                 d["train"]["seed"] = seed
-                d["stream"]["kind"] = stream
-                run_cfg = from_dict(d, f"sweep {preset}")
+                if stream != cfg.stream.kind:
+                    d["stream"]["kind"] = stream
+                    d["sweep"].update(stationary=False, stationary_presets=[], stationary_probe_every_tokens=0)
+                    if sw.stationary_probe_every_tokens > 0:
+                        d["probe"].update(every_tokens=sw.stationary_probe_every_tokens, at_cycle_end=False,
+                                          after_languages=[])
+                run_cfg = from_dict(d, f"sweep {preset} {stream}")
                 specs.append(RunSpec(f"{preset}-s{seed}-{stream}", preset, seed, stream, run_cfg))
     return specs
 

@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import shutil
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -39,6 +40,7 @@ from plasticlm.errors import NonFiniteLoss, PlasticError
 from plasticlm.evaluate import autocast_context
 from plasticlm.model import GPT, build_gpt_config, configure_cpu, non_embedding_params
 from plasticlm.optim import LRSchedule, build_optimizer, peak_lr, set_lr
+from plasticlm.plan import check_reuse, format_reuse
 from plasticlm.runlog import JsonlLog, atomic_write_json, atomic_write_text, environment_info, read_json, read_jsonl
 from plasticlm.train_callbacks import Evaluator, ProgressBar, TaskBoundaryReset, TensorBoard, TrainMetrics
 
@@ -80,11 +82,15 @@ class Trainer:
         self.non_embedding_params = non_embedding_params(self.gpt_config)
         self.stream = LanguageStream(cfg.stream, data.train, cfg.model.seq_len, cfg.train.batch_size,
                                      self.gpt_config.vocab_size, rank=dist.rank(), world_size=dist.world_size())
+        self.reuse_factors = check_reuse(cfg, {lang: len(arr) for lang, arr in data.train.items()}, "train")
+        if max(self.reuse_factors.values(), default=0.0) > 1.0 and not quiet and dist.is_main():
+            print(f"plasticlm: data reuse (stream.allow_reuse = true), a language's training tokens read x times: "
+                  f"{format_reuse(self.reuse_factors)}", file=sys.stderr)
         self.tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
         self.peak_lr = peak_lr(cfg.optim, self.non_embedding_params)
         self.optimizer = build_optimizer(self.model, cfg.optim, self.peak_lr)
         self.schedule = LRSchedule(cfg.optim, self.peak_lr, self.stream.steps_per_task, self.stream.total_steps,
-                                   restart_each_task=cfg.optim.rewarm_at_task_start and self.stream.task(0).switch)
+                                   restart_each_task=cfg.optim.rewarm_at_task_start)
         self.lr = self.schedule(0)
         self.grad_norm = float("nan")
         self.metrics = JsonlLog(self.run_dir / "metrics.jsonl", enabled=dist.is_main())

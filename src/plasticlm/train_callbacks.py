@@ -20,10 +20,12 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class TaskBoundaryReset(Callback):
-    """Reset the optimizer state at every task switch (arXiv:2606.24752: "at every task boundary the
+    """Reset the optimizer state at every task boundary (arXiv:2606.24752: "at every task boundary the
     optimizer state is reset and the LR warm-up restarts", so that degradation is in the weights, not
-    in stale Adam moments). The warm-up restart is part of ``LRSchedule``. Stationary segments are
-    not switches and are not reset."""
+    in stale Adam moments). The warm-up restart is part of ``LRSchedule``. On a stationary stream the
+    boundaries are every task-worth of tokens: the paper does not say whether its stationary control
+    reset, and resetting there too makes it differ from the continual run only in the data order
+    (``optim.reset_at_task_start = false`` for a run without resets)."""
 
     name = "task_boundary_reset"
 
@@ -31,7 +33,7 @@ class TaskBoundaryReset(Callback):
         self.enabled = enabled
 
     def on_task_start(self, loop: Trainer, task: Task) -> None:
-        if self.enabled and task.switch:
+        if self.enabled:
             reset_optimizer_state(loop.optimizer)
 
 

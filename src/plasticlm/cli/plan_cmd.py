@@ -1,11 +1,22 @@
-"""`plasticlm plan CONFIG`: tokens, steps, probes, FLOPs and GPU-hours of a study before running it."""
+"""`plasticlm plan CONFIG`: tokens, steps, probes, FLOPs and GPU-hours of a study before running it, and
+the data it needs (tokens per language, disk, CPU-hours, reuse)."""
 
 from __future__ import annotations
 
 from plasticlm.cli._common import add_json, add_set, print_json, print_table
 from plasticlm.config import load_config
-from plasticlm.plan import GPU_PEAK_TFLOPS, plan_study
-from plasticlm.units import si
+from plasticlm.plan import GPU_PEAK_TFLOPS, TOKENIZE_TOKENS_PER_CPU_S, format_reuse, plan_data, plan_study
+from plasticlm.units import num, si
+
+
+def _bytes(n: float | None) -> str:
+    """Decimal bytes: 3.32 TB, 404 GB."""
+    if n is None:
+        return "-"
+    for div, unit in ((1e12, "TB"), (1e9, "GB"), (1e6, "MB"), (1e3, "KB")):
+        if n >= div:
+            return f"{n / div:.3g} {unit}"
+    return f"{n:.0f} B"
 
 
 def _hours(seconds: float) -> str:
@@ -29,6 +40,7 @@ def _print_cpu(est) -> None:
 def run(args) -> int:
     cfg = load_config(args.file, args.overrides)
     plan = plan_study(cfg, args.gpu, args.mfu, args.peak_tflops)
+    data = plan_data(cfg, args.tokenize_rate)
     est = None
     if args.cpu:
         from plasticlm.cpu_plan import estimate_cpu
@@ -37,6 +49,7 @@ def run(args) -> int:
     if args.json:
         doc = plan.to_json()
         doc["config"] = args.file
+        doc["data"] = data.to_json()
         if est is not None:
             doc["cpu"] = est.to_json()
         print_json(doc)
@@ -55,6 +68,16 @@ def run(args) -> int:
           f"({si(tot['probe_tokens'])} probe tokens), {tot['total_flops']:.3g} FLOPs "
           f"(train {tot['train_flops']:.3g}, probes {tot['probe_flops']:.3g}, eval {tot['eval_flops']:.3g}), "
           f"{tot['gpu_hours']:,.0f} GPU-hours = {tot['gpu_days']:,.1f} GPU-days")
+    print(f"\ndata to prepare ({cfg.data.source}; '-' = every document, known once built):")
+    print_table([{"lang": r["lang"], "train_tokens": si(r["train_tokens"]), "val_tokens": si(r["val_tokens"]),
+                  "a run reads": si(r["need_tokens"]), "reuse": num(r["reuse"], ".2f"),
+                  "disk": _bytes(r["disk_bytes"])} for r in data.languages],
+                ["lang", "train_tokens", "val_tokens", "a run reads", "reuse", "disk"])
+    if data.tokens is not None:
+        print(f"data total: {si(data.tokens)} tokens, {_bytes(data.disk_bytes)} of token shards (peak "
+              f"{_bytes(data.peak_disk_bytes)} while a language is merged), {data.cpu_hours:,.0f} CPU-hours to "
+              f"tokenize at {si(data.tokens_per_cpu_s)} tokens/s per core")
+    print(f"data reuse (stream.allow_reuse = {str(cfg.stream.allow_reuse).lower()}): {format_reuse(data.reuse)}")
     if est is not None:
         _print_cpu(est)
     return 0
@@ -62,10 +85,12 @@ def run(args) -> int:
 
 def register(sub) -> None:
     p = sub.add_parser(
-        "plan", help="compute plan of a study: tokens, steps, probes, FLOPs, GPU-hours",
-        description="From the config alone: per run (preset x seed, x2 with sweep.stationary) the training "
-        "tokens, steps, probes (with the scratch baseline), probe tokens, FLOPs (flops_per_token x tokens; "
-        "evaluation at 1/3) and GPU-hours at the given MFU. Formulas: src/plasticlm/plan.py.",
+        "plan", help="compute plan of a study: tokens, steps, probes, FLOPs, GPU-hours, data to prepare",
+        description="From the config alone: per run (preset x seed, with the stationary twins of "
+        "sweep.stationary_presets) the training tokens, steps, probes (with the scratch baseline), probe tokens, "
+        "FLOPs (flops_per_token x tokens; evaluation at 1/3) and GPU-hours at the given MFU; then the data: "
+        "tokens to prepare per language, shard disk, CPU-hours to tokenize, and data reuse (an error unless "
+        "stream.allow_reuse). Formulas: src/plasticlm/plan.py.",
     )
     p.add_argument("file", help="a TOML config, e.g. configs/paper/continual.toml")
     p.add_argument("--gpu", default="h100", type=str.lower, choices=sorted(GPU_PEAK_TFLOPS),
@@ -78,6 +103,9 @@ def register(sub) -> None:
                    "each preset (real training steps and evaluation; a few seconds per preset)")
     p.add_argument("--parallel", type=int, default=None,
                    help="--cpu: runs at once, each with cpu_count/parallel threads (default: sweep.parallel)")
+    p.add_argument("--tokenize-rate", type=float, default=TOKENIZE_TOKENS_PER_CPU_S, metavar="TOKENS_PER_S",
+                   help=f"tokens/s per CPU core of the shard build (default {TOKENIZE_TOKENS_PER_CPU_S:.3g}, measured "
+                   "with the 1,024-token BPE: benchmarks/bench_shards.py)")
     add_set(p)
     add_json(p)
     p.set_defaults(func=run)

@@ -8,8 +8,9 @@ small corpora are reused many times (shared/spec/data-sources.md).
 
 Stationary (the paper's control): every sequence of every batch is drawn from the uniform (or
 weighted) mixture of the same languages, with the same token budget; "tasks" are then only
-equal-sized segments for evaluation and checkpoint cadence, not switches (``task.switch`` False),
-so the optimizer is not reset there.
+equal-sized segments (``task.switch`` False) for evaluation, checkpoints, probes and the optimizer
+reset and warm-up restart (``optim.reset_at_task_start``, ``optim.rewarm_at_task_start``), so that
+the control differs from the continual run only in the data order.
 
 Permuted: one base language whose token ids are remapped by a fresh random permutation for each
 task (the language-model analogue of Permuted MNIST). ``probe_permutation`` is a held-out
