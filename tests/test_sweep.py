@@ -173,3 +173,21 @@ def test_study_with_three_seeds_reports_seed_based_cis_for_onsets_and_b(tmp_path
     page = build_report(root).read_text()
     assert "95% CI over runs" in page and "the seeds disagree" in page and "bootstrap over runs within sizes" in page
     assert "One seed per size" not in page
+
+
+def test_study_dir_accepts_new_default_keys_and_neutral_changes_but_not_others(tmp_path):
+    from plasticlm.config import dumps_toml
+    from plasticlm.errors import PlasticError
+    from plasticlm.sweep import init_study_dir
+
+    cfg = tiny_config()
+    d = tmp_path / "study"
+    init_study_dir(cfg, d)
+    # a study written by older code: a key it did not know yet is missing from its config.toml
+    text = (d / "config.toml").read_text().replace("allow_reuse = false\n", "")
+    (d / "config.toml").write_text(text)
+    init_study_dir(cfg, d)  # same values: fine
+    init_study_dir(tiny_config("stream.allow_reuse=true", "sweep.parallel=2"), d)  # result-neutral keys
+    with pytest.raises(PlasticError, match=r"optim.lr.*differ"):
+        init_study_dir(tiny_config("stream.allow_reuse=true", "optim.lr=0.5"), d)
+    assert (d / "config.toml").read_text() == dumps_toml(tiny_config("stream.allow_reuse=true", "sweep.parallel=2"))

@@ -319,16 +319,48 @@ class StudyLog:
         atomic_write_json(self.path, self.doc)
 
 
+RESULT_NEUTRAL_KEYS = frozenset({"sweep.parallel", "sweep.out_dir", "stream.allow_reuse", "train.tensorboard"})
+"""Config keys that change how a study runs, not what it computes: an existing study directory may be
+continued with other values of these (and with keys that newer code added at their defaults)."""
+
+
+def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def config_differences(stored: Config, cfg: Config) -> list[str]:
+    """Dotted keys whose values differ between two configs, result-neutral keys left out."""
+    a, b = _flat(to_dict(stored)), _flat(to_dict(cfg))
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in RESULT_NEUTRAL_KEYS)
+
+
 def init_study_dir(cfg: Config, study_dir: Path) -> None:
-    """Create the study directory, or check that an existing one holds the same study."""
+    """Create the study directory, or check that an existing one holds the same study.
+
+    The stored config is read with this code (keys added since it was written take their
+    defaults) and compared value by value, so a study survives a code update that adds options;
+    any difference outside ``RESULT_NEUTRAL_KEYS`` is an error naming the keys."""
+    from plasticlm.config import loads_toml
+
     study_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = study_dir / "config.toml"
     text = dumps_toml(cfg)
     if cfg_path.exists() and cfg_path.read_text() != text:
-        raise PlasticError(
-            f"{study_dir} holds a study with a different config ({cfg_path}); choose another sweep.out_dir "
-            "(--set sweep.out_dir=...) or remove the directory to start again"
-        )
+        try:
+            diff = config_differences(loads_toml(cfg_path.read_text()), cfg)
+        except PlasticError as e:
+            diff = [f"(the stored config cannot be read: {e})"]
+        if diff:
+            raise PlasticError(
+                f"{study_dir} holds a study with a different config ({cfg_path}: {', '.join(diff)} differ); choose "
+                "another sweep.out_dir (--set sweep.out_dir=...) or remove the directory to start again"
+            )
     atomic_write_text(cfg_path, text)
 
 
