@@ -56,6 +56,10 @@ class ModelConfig:
     vocab_size: int = opt(0, "Vocabulary size; 0 = take it from the tokenizer.")
     init_std: float = opt(0.02, "Std of the N(0, std) init; residual projections get std/sqrt(2*n_layer).")
     gelu: Literal["exact", "tanh"] = opt("exact", "GeLU variant in the MLP.")
+    init_from: str = opt(
+        "", "A transformers GPT-2 directory (e.g. written by `plasticlm export`) whose weights start the run "
+        "instead of a fresh init; the model section and tokenizer must match it (see the README, 'Hugging Face').",
+    )
 
 
 @dataclass

@@ -76,6 +76,10 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         self.gpt_config = build_gpt_config(cfg.model, data.vocab_size)
         self.model = GPT(self.gpt_config).to(self.device)
+        if cfg.model.init_from:  # a transformers GPT-2 checkpoint instead of a fresh init (consumes no RNG)
+            from plasticlm.hf import load_gpt2_into
+
+            load_gpt2_into(self.model, cfg.model.init_from)
         self.model.train()
         self.non_embedding_params = non_embedding_params(self.gpt_config)
         self.stream = LanguageStream(cfg.stream, data.train, cfg.model.seq_len, cfg.train.batch_size,
