@@ -147,6 +147,11 @@ class TrainConfig:
     keep_last: int = opt(2, "Keep the last K checkpoints, plus those probes still need.")
     log_every: int = opt(10, "Write train/* metrics every N steps.")
     tensorboard: bool = opt(False, "Also log to TensorBoard (needs the tensorboard extra).")
+    wandb: bool = opt(False, "Also log metrics, probe scores and the config to Weights & Biases (wandb extra).")
+    wandb_mode: Literal["offline", "online"] = opt(
+        "offline", "W&B mode: offline (default; files under RUN_DIR/logs/wandb, `wandb sync` uploads them) or online."
+    )
+    wandb_project: str = opt("plasticlm", "W&B project name.")
 
 
 @dataclass

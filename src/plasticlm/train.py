@@ -40,7 +40,7 @@ from plasticlm.evaluate import autocast_context
 from plasticlm.model import GPT, build_gpt_config, configure_cpu, non_embedding_params
 from plasticlm.optim import LRSchedule, build_optimizer, peak_lr, set_lr
 from plasticlm.runlog import JsonlLog, atomic_write_json, atomic_write_text, environment_info, read_json, read_jsonl
-from plasticlm.train_callbacks import Evaluator, ProgressBar, TaskBoundaryReset, TensorBoard, TrainMetrics
+from plasticlm.train_callbacks import Evaluator, ProgressBar, TaskBoundaryReset, TensorBoard, TrainMetrics, WandB
 
 log = logging.getLogger("plasticlm.train")
 
@@ -253,6 +253,8 @@ def default_callbacks(loop: Trainer, quiet: bool) -> list[Callback]:
     ]
     if loop.cfg.train.tensorboard and dist.is_main():
         cbs.append(TensorBoard(loop.run_dir / "logs" / "tensorboard"))
+    if loop.cfg.train.wandb and dist.is_main():
+        cbs.append(WandB(loop))
     return cbs
 
 
