@@ -196,7 +196,7 @@ class WandB(Callback):
     """Mirror every metrics row (train, validation and probe scores) and the resolved config to Weights &
     Biases (``train.wandb = true``; needs the wandb extra). Offline by default: the run is written under
     ``RUN_DIR/logs/wandb`` and ``wandb sync`` uploads it later. The W&B run id is callback state, so a
-    resumed run continues the same W&B run (rows of the rolled-back steps are logged again)."""
+    resumed run logs under the same W&B run id (rows of the rolled-back steps are logged again)."""
 
     name = "wandb"
 
