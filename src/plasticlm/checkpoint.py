@@ -55,6 +55,27 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return found[-1] if found else None
 
 
+def find_checkpoint(run_dir: str | Path, ident: str | None = None) -> Path:
+    """The checkpoint named ``ident`` (``task-000007`` or a 0-based task index such as ``7``), or the
+    latest one when ``ident`` is None; a PlasticError lists the saved ones when it is not there."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.toml").exists():
+        raise PlasticError(f"{run_dir} is not a run directory (no config.toml); give a directory written by "
+                           "`plasticlm train`")
+    if ident is None:
+        path = latest_checkpoint(run_dir)
+        if path is None:
+            raise PlasticError(f"{run_dir} has no complete checkpoint yet: train (or resume) it past a task boundary")
+        return path
+    name = checkpoint_name(int(ident)) if str(ident).isdigit() else str(ident)
+    path = checkpoints_dir(run_dir) / name
+    if not (path / "meta.json").exists():
+        known = ", ".join(p.name for p in list_checkpoints(run_dir)) or "none"
+        raise PlasticError(f"{run_dir}: no checkpoint {ident!r} (give a name like task-000007 or a 0-based task "
+                           f"index); saved: {known}")
+    return path
+
+
 def _torch_bytes(obj: Any) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)

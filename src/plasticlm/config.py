@@ -56,6 +56,10 @@ class ModelConfig:
     vocab_size: int = opt(0, "Vocabulary size; 0 = take it from the tokenizer.")
     init_std: float = opt(0.02, "Std of the N(0, std) init; residual projections get std/sqrt(2*n_layer).")
     gelu: Literal["exact", "tanh"] = opt("exact", "GeLU variant in the MLP.")
+    init_from: str = opt(
+        "", "A transformers GPT-2 directory (e.g. written by `plasticlm export`) whose weights start the run "
+        "instead of a fresh init; the model section and tokenizer must match it (see the README, 'Hugging Face').",
+    )
 
 
 @dataclass
@@ -171,6 +175,11 @@ class TrainConfig:
     keep_last: int = opt(2, "Keep the last K checkpoints, plus those probes still need.")
     log_every: int = opt(10, "Write train/* metrics every N steps.")
     tensorboard: bool = opt(False, "Also log to TensorBoard (needs the tensorboard extra).")
+    wandb: bool = opt(False, "Also log metrics, probe scores and the config to Weights & Biases (wandb extra).")
+    wandb_mode: Literal["offline", "online"] = opt(
+        "offline", "W&B mode: offline (default; files under RUN_DIR/logs/wandb, `wandb sync` uploads them) or online."
+    )
+    wandb_project: str = opt("plasticlm", "W&B project name.")
 
 
 @dataclass

@@ -42,7 +42,7 @@ from plasticlm.model import GPT, build_gpt_config, configure_cpu, non_embedding_
 from plasticlm.optim import LRSchedule, build_optimizer, peak_lr, set_lr
 from plasticlm.plan import check_reuse, format_reuse
 from plasticlm.runlog import JsonlLog, atomic_write_json, atomic_write_text, environment_info, read_json, read_jsonl
-from plasticlm.train_callbacks import Evaluator, ProgressBar, TaskBoundaryReset, TensorBoard, TrainMetrics
+from plasticlm.train_callbacks import Evaluator, ProgressBar, TaskBoundaryReset, TensorBoard, TrainMetrics, WandB
 
 log = logging.getLogger("plasticlm.train")
 
@@ -78,6 +78,10 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         self.gpt_config = build_gpt_config(cfg.model, data.vocab_size)
         self.model = GPT(self.gpt_config).to(self.device)
+        if cfg.model.init_from:  # a transformers GPT-2 checkpoint instead of a fresh init (consumes no RNG)
+            from plasticlm.hf import load_gpt2_into
+
+            load_gpt2_into(self.model, cfg.model.init_from)
         self.model.train()
         self.non_embedding_params = non_embedding_params(self.gpt_config)
         self.stream = LanguageStream(cfg.stream, data.train, cfg.model.seq_len, cfg.train.batch_size,
@@ -255,6 +259,8 @@ def default_callbacks(loop: Trainer, quiet: bool) -> list[Callback]:
     ]
     if loop.cfg.train.tensorboard and dist.is_main():
         cbs.append(TensorBoard(loop.run_dir / "logs" / "tensorboard"))
+    if loop.cfg.train.wandb and dist.is_main():
+        cbs.append(WandB(loop))
     return cbs
 
 

@@ -1,11 +1,12 @@
 """The callbacks every training run has: task-boundary reset, evaluation, train metrics, progress.
 
-Optional ones (TensorBoard) are added by ``default_callbacks`` from the config.
+Optional ones (TensorBoard, Weights & Biases) are added by ``default_callbacks`` from the config.
 """
 
 from __future__ import annotations
 
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -173,12 +174,68 @@ class TensorBoard(Callback):
             raise PlasticError(
                 "train.tensorboard = true needs TensorBoard: pip install 'plasticlm[tensorboard]'"
             ) from e
-        self.writer = SummaryWriter(str(log_dir))
+        self.make_writer = lambda: SummaryWriter(str(log_dir))
+        self.writer = None  # made at the first row: a run that fails to build writes nothing
 
     def on_log(self, loop: Trainer, row: dict[str, Any]) -> None:
-        for k, v in row.items():
-            if "/" in k and isinstance(v, int | float):
-                self.writer.add_scalar(k, v, global_step=row["step"])
+        if self.writer is None:
+            self.writer = self.make_writer()
+        for k, v in _scalars(row).items():
+            self.writer.add_scalar(k, v, global_step=row["step"])
 
     def on_fit_end(self, loop: Trainer) -> None:
-        self.writer.flush()
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+def _scalars(row: dict[str, Any]) -> dict[str, float]:
+    """The namespaced numeric metrics of a metrics row (``train/loss``, ``val/en/bpb``, ``probe/auc``)."""
+    return {k: v for k, v in row.items() if "/" in k and isinstance(v, int | float) and not isinstance(v, bool)}
+
+
+class WandB(Callback):
+    """Mirror every metrics row (train, validation and probe scores) and the resolved config to Weights &
+    Biases (``train.wandb = true``; needs the wandb extra). Offline by default: the run is written under
+    ``RUN_DIR/logs/wandb`` and ``wandb sync`` uploads it later. The W&B run id is callback state, so a
+    resumed run logs under the same W&B run id (rows of the rolled-back steps are logged again)."""
+
+    name = "wandb"
+
+    def __init__(self, loop: Trainer):
+        try:
+            import wandb
+        except ImportError as e:  # pragma: no cover - depends on the optional extra
+            from plasticlm.errors import PlasticError
+
+            raise PlasticError("train.wandb = true needs Weights & Biases: pip install 'plasticlm[wandb]'") from e
+        self.wandb = wandb
+        self.run = None
+        self.run_id = uuid.uuid4().hex[:12]
+
+    def _start(self, loop: Trainer) -> None:
+        from plasticlm.config import to_dict
+
+        log_dir = loop.run_dir / "logs"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        t = loop.cfg.train
+        self.run = self.wandb.init(
+            project=t.wandb_project, name=loop.run_dir.name, id=self.run_id, resume="allow", dir=str(log_dir),
+            mode=t.wandb_mode, config=to_dict(loop.cfg), settings=self.wandb.Settings(silent=True, console="off"),
+        )
+
+    def on_log(self, loop: Trainer, row: dict[str, Any]) -> None:
+        if self.run is None:  # at the first row (the step-0 evaluation is logged at fit start)
+            self._start(loop)
+        self.run.log({**_scalars(row), "tokens": row["tokens"], "task_index": row["task_index"]}, step=row["step"])
+
+    def on_fit_end(self, loop: Trainer) -> None:
+        if self.run is not None:
+            self.run.finish()
+            self.run = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"run_id": self.run_id}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.run_id = state.get("run_id", self.run_id)
