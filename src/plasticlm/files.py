@@ -19,7 +19,7 @@ _EMPTY = {"", "null", "none", "nan", "na"}
 
 
 def read_csv_columns(
-    path: str | Path, columns: list[str], *, allow_empty: tuple[str, ...] = ()
+    path: str | Path, columns: list[str], *, allow_empty: tuple[str, ...] = (), unique: tuple[str, ...] = ()
 ) -> dict[str, np.ndarray]:
     """Read the named numeric columns of a CSV file with a header row (other columns are ignored).
 
@@ -27,10 +27,19 @@ def read_csv_columns(
     line number of each row (for messages). Numbers may carry a count suffix (``27M``, ``1.8T``:
     ``units.parse_count``), as onset tables in papers often do. Cells of the columns in ``allow_empty`` may be empty
     (or ``null``/``nan``/``none``/``na``) and then read as NaN; any other non-numeric cell is an
-    error. Raises ``PlasticError`` naming the file for a missing file, a missing column, a
-    non-numeric or non-finite cell, or a file without data rows.
+    error. ``unique``: when the header names all of these columns, no two rows may have the same
+    cells there (e.g. a run's ``name``). Raises ``PlasticError`` naming the file for a missing file,
+    a file that is not UTF-8 CSV, a missing column, a non-numeric or non-finite cell, a duplicated
+    row, or a file without data rows.
     """
-    p = Path(path)
+    try:
+        return _read_csv_columns(Path(path), columns, allow_empty, unique)
+    except UnicodeDecodeError as e:
+        raise PlasticError(f"{path}: not UTF-8 text (byte {e.start}); save the table as UTF-8 CSV") from None
+
+
+def _read_csv_columns(p: Path, columns: list[str], allow_empty: tuple[str, ...],
+                      unique: tuple[str, ...]) -> dict[str, np.ndarray]:
     if not p.is_file():
         raise PlasticError(f"{p}: file does not exist")
     with p.open(newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's BOM is not a header
@@ -49,6 +58,8 @@ def read_csv_columns(
                 f"{', '.join(columns)} (found: {', '.join(names) or 'nothing'})"
             )
         pos = {c: names.index(c) for c in columns}
+        keys = [names.index(c) for c in unique] if unique and all(c in names for c in unique) else []
+        seen: dict[tuple[str, ...], int] = {}
         values: dict[str, list[float]] = {c: [] for c in columns}
         lines: list[int] = []
         try:
@@ -60,6 +71,12 @@ def read_csv_columns(
                     cell = row[pos[c]].strip() if pos[c] < len(row) else ""
                     values[c].append(_parse_cell(cell, c, line, p, c in allow_empty))
                 lines.append(line)
+                if keys:
+                    key = tuple(row[k].strip() if k < len(row) else "" for k in keys)
+                    if key in seen:
+                        raise PlasticError(f"{p}: lines {seen[key]} and {line} repeat {', '.join(unique)} = "
+                                           f"{', '.join(key)}; each row must appear once: delete one")
+                    seen[key] = line
         except csv.Error as e:
             raise PlasticError(f"{p}: not a valid CSV file (line {reader.line_num}): {e}") from e
     if not lines:

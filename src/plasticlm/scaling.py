@@ -196,9 +196,10 @@ def read_onsets_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[int]
     """(params, onset, skipped line numbers) from a CSV with columns ``params,onset`` (others ignored).
 
     Rows whose onset cell is empty (or null/nan: a run without an onset) are skipped and their
-    line numbers returned, so that they are reported rather than silently dropped.
+    line numbers returned, so that they are reported rather than silently dropped. A ``name``
+    column (as in a study's onsets.csv), when present, must not repeat a run.
     """
-    cols = read_csv_columns(path, ["params", "onset"], allow_empty=("onset",))
+    cols = read_csv_columns(path, ["params", "onset"], allow_empty=("onset",), unique=("name",))
     keep = np.isfinite(cols["onset"])
     skipped = [int(x) for x in cols["_line"][~keep]]
     return cols["params"][keep], cols["onset"][keep], skipped
