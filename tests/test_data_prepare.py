@@ -14,7 +14,7 @@ from plasticlm.data.prepare import PreparedData, default_languages, prepare_data
 from plasticlm.data.sources.synthetic import SyntheticSource
 from plasticlm.data.splits import split_documents, split_indices
 from plasticlm.data.tokenizer import ByteTokenizer, load_tokenizer, take_bytes, train_bpe
-from plasticlm.errors import ConfigError, DataError
+from plasticlm.errors import ConfigError, DataError, PlasticError
 
 SMALL = [
     "data.source=synthetic", "data.synthetic_bytes=30000", "data.vocab_size=300",
@@ -179,7 +179,8 @@ def test_probe_language_in_training_languages_is_rejected(home):
 
 
 def test_model_vocab_smaller_than_tokenizer_is_an_error(home):
-    with pytest.raises(DataError, match="model.vocab_size = 100"):
+    # Known from the config alone for a BPE of data.vocab_size ids: refused when the config loads.
+    with pytest.raises(PlasticError, match="model.vocab_size = 100"):
         prepare_data(small("model.vocab_size=100"), progress=False)
 
 

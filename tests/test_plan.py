@@ -54,7 +54,7 @@ def test_stationary_twin_every_tokens_and_vocab():
     assert probe_token_positions(cfg) == [3000, 6000]
     with pytest.raises(PlasticError, match="not in stream.languages"):
         load_config(None, SMALL + ["probe.after_languages=[de, xx]"])
-    cfg = load_config(None, SMALL + ["model.vocab_size=500"])
+    cfg = load_config(None, SMALL + ["data.vocab_size=400", "model.vocab_size=500"])  # model.vocab_size wins
     assert plan_study(cfg).runs[0].flops_per_token == flops_per_token(from_preset("25K", 500, 10))
 
 

@@ -8,6 +8,7 @@ trained), and ``onset.onset_ci_from_curves`` on the per-sequence probe losses fo
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,23 @@ def load_probes(run_dir: str | Path) -> list[dict[str, Any]]:
 
     Probes that diverged (a non-finite loss in the probe copy; ``auc`` null, ``diverged`` says why)
     have no score and are left out of the curve."""
-    rows = sorted((r for r in read_jsonl(Path(run_dir) / "probes.jsonl") if not r.get("diverged")),
-                  key=lambda r: r["task_index"])
+    path = Path(run_dir) / "probes.jsonl"
+    rows = []
+    seen: dict[Any, int] = {}
+    for n, r in enumerate(read_jsonl(path, strict=True), 1):
+        if r.get("diverged"):
+            continue
+        bad = [k for k in ("task_index", "tokens_seen") if not _is_number(r.get(k))] + \
+              ([] if _is_number(r.get("auc")) and r["auc"] > 0 else ["auc"])
+        if bad:
+            raise PlasticError(f"{path}: row {n} has no valid {', '.join(bad)} (a number, auc > 0): the file was "
+                               "edited or corrupted; restore it or delete the row and run `plasticlm probe` again")
+        if r["task_index"] in seen:
+            raise PlasticError(f"{path}: rows {seen[r['task_index']]} and {n} both probe task_index "
+                               f"{r['task_index']}; delete one of them")
+        seen[r["task_index"]] = n
+        rows.append(r)
+    rows.sort(key=lambda r: r["task_index"])
     if rows:
         first = rows[0]["auc"]
         for r in rows:
@@ -52,15 +68,23 @@ def probe_noise(rows: list[dict[str, Any]], smoothed: np.ndarray | None = None) 
             "signal_dauc": signal, "snr": None if signal is None or se == 0 else float(signal / se)}
 
 
+def _is_number(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
+
+
 def _curves(run_dir: Path, rows: list[dict]) -> tuple[list[np.ndarray], np.ndarray] | None:
     curves, steps = [], None
     for r in rows:
-        path = run_dir / r["per_sequence"]
-        if not path.exists():
+        path = run_dir / str(r.get("per_sequence"))
+        if not r.get("per_sequence") or not path.exists():
             return None
-        with np.load(path) as z:
-            curves.append(z["per_sequence"].astype(np.float64))
-            steps = z["eval_steps"]
+        try:
+            with np.load(path) as z:
+                curves.append(z["per_sequence"].astype(np.float64))
+                steps = z["eval_steps"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as e:
+            raise PlasticError(f"{path}: unreadable per-sequence probe losses ({type(e).__name__}: {e}); delete "
+                               f"it and its row in probes.jsonl, then run `plasticlm probe {run_dir}`") from None
     return curves, steps
 
 

@@ -10,23 +10,36 @@ Layout of one checkpoint (``RUN_DIR/checkpoints/task-000007/``)::
 
 A checkpoint is written into a hidden temporary directory and renamed into place; then the
 ``checkpoints/latest`` pointer (a text file with the checkpoint's name) is replaced atomically. A
-kill at any moment leaves ``latest`` naming a complete checkpoint.
+kill at any moment leaves ``latest`` naming a complete checkpoint. A write that fails (a full disk)
+removes the temporary directory and raises ``CheckpointError``: the previous checkpoint, ``latest``
+and the logs are untouched.
+
+Integrity: meta.json records the sha256 and size of every other file (``files``) and the sha256 of
+its own contents (``meta_sha256``, over the canonical JSON without that field). Loading verifies
+them and names the damaged file; ``latest_valid_checkpoint`` (used by resume) skips a damaged
+checkpoint, with a warning, for the previous intact one.
 """
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
+import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_model, save_model
 
-from plasticlm.errors import PlasticError
-from plasticlm.runlog import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from plasticlm.errors import CheckpointError, CheckpointWarning, PlasticError
+from plasticlm.runlog import as_json, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+
+CHECKSUMMED = ("model.safetensors", "optim.pt", "rng.pt")
+"""The files of a checkpoint whose sha256 meta.json records."""
 
 
 def checkpoint_name(task_index: int) -> str:
@@ -84,31 +97,124 @@ def _torch_bytes(obj: Any) -> bytes:
 
 def save_checkpoint(run_dir: str | Path, name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
                     meta: dict[str, Any]) -> Path:
-    """Write a complete checkpoint directory atomically and move ``latest`` to it."""
+    """Write a complete checkpoint directory atomically and move ``latest`` to it.
+
+    Raises ``CheckpointError`` naming the file when a write fails (e.g. ENOSPC); the temporary
+    directory is removed and the previous checkpoint and ``latest`` are left as they were."""
     root = checkpoints_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / name
     for stale in root.glob(".tmp-*"):  # left by a save that was killed (one writer per run directory)
         shutil.rmtree(stale, ignore_errors=True)
     tmp = root / f".tmp-{name}-{os.getpid()}"
-    tmp.mkdir()
-    save_model(model, str(tmp / "model.safetensors"))
-    _fsync(tmp / "model.safetensors")
-    atomic_write_bytes(tmp / "optim.pt", _torch_bytes(optimizer.state_dict()))
-    rng = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state_all()
-    atomic_write_bytes(tmp / "rng.pt", _torch_bytes(rng))
-    atomic_write_json(tmp / "meta.json", meta)
-    if final.exists():  # a resumed run re-reaching a boundary: replace the old copy
-        trash = root / f".old-{name}-{os.getpid()}"
-        os.replace(final, trash)
-        shutil.rmtree(trash, ignore_errors=True)
-    _fsync(tmp)
-    os.replace(tmp, final)
-    _fsync(root)
-    atomic_write_text(root / "latest", name + "\n")
+    current = "the checkpoint directory"
+    try:
+        tmp.mkdir()
+        current = "model.safetensors"
+        save_model(model, str(tmp / current))
+        _fsync(tmp / current)
+        current = "optim.pt"
+        atomic_write_bytes(tmp / current, _torch_bytes(optimizer.state_dict()))
+        rng = {"cpu": torch.get_rng_state()}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        current = "rng.pt"
+        atomic_write_bytes(tmp / current, _torch_bytes(rng))
+        current = "meta.json"
+        atomic_write_json(tmp / current, with_checksums(meta, tmp))
+        if final.exists():  # a resumed run re-reaching a boundary: replace the old copy
+            trash = root / f".old-{name}-{os.getpid()}"
+            os.replace(final, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+        _fsync(tmp)
+        os.replace(tmp, final)
+        _fsync(root)
+        current = "latest"
+        atomic_write_text(root / "latest", name + "\n")
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        why = "no space left on device" if e.errno in (errno.ENOSPC, errno.EDQUOT) else (e.strerror or str(e))
+        previous = latest_checkpoint(run_dir)
+        kept = f"the previous checkpoint ({previous.name})" if previous is not None else "no earlier checkpoint"
+        raise CheckpointError(
+            f"could not write checkpoint {name} ({current}) in {root}: {why}. Nothing of it is used: {kept}, "
+            f"`latest` and the logs are as they were. Free space, then `plasticlm resume {Path(run_dir)}`"
+        ) from e
     return final
+
+
+def file_sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def meta_digest(meta: dict[str, Any]) -> str:
+    """sha256 of meta.json's contents without ``meta_sha256`` (canonical JSON: sorted keys)."""
+    body = {k: v for k, v in meta.items() if k != "meta_sha256"}
+    return hashlib.sha256(json.dumps(as_json(body), sort_keys=True).encode()).hexdigest()
+
+
+def with_checksums(meta: dict[str, Any], directory: Path) -> dict[str, Any]:
+    """``meta`` plus the size and sha256 of each file in ``CHECKSUMMED`` and its own digest."""
+    out = dict(meta)
+    out["files"] = {n: {"bytes": (directory / n).stat().st_size, "sha256": file_sha256(directory / n)}
+                    for n in CHECKSUMMED}
+    out["meta_sha256"] = meta_digest(out)
+    return out
+
+
+def verify_checkpoint(path: str | Path) -> list[str]:
+    """Problems of a checkpoint directory, each naming its file ([] = intact). Checkpoints written
+    before checksums were recorded are only checked for their files' presence."""
+    path = Path(path)
+    try:
+        meta = read_json(path / "meta.json")
+    except FileNotFoundError:
+        return ["meta.json: missing"]
+    except (OSError, ValueError) as e:
+        return [f"meta.json: unreadable ({type(e).__name__}: {e})"]
+    if not isinstance(meta, dict):
+        return ["meta.json: not a JSON object"]
+    problems = []
+    if "meta_sha256" in meta and meta["meta_sha256"] != meta_digest(meta):
+        problems.append("meta.json: its contents do not match its checksum (edited or corrupted)")
+    files = meta.get("files")
+    if not isinstance(files, dict):
+        files = {n: None for n in CHECKSUMMED}  # an old checkpoint: no checksums to compare
+    for name, rec in files.items():
+        p = path / name
+        if not p.is_file():
+            problems.append(f"{name}: missing")
+        elif isinstance(rec, dict) and p.stat().st_size != rec.get("bytes"):
+            problems.append(f"{name}: {p.stat().st_size} bytes, {rec.get('bytes')} written (truncated or overwritten)")
+        elif isinstance(rec, dict) and file_sha256(p) != rec.get("sha256"):
+            problems.append(f"{name}: sha256 differs from the one recorded in meta.json (corrupted)")
+    return problems
+
+
+def latest_valid_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest intact checkpoint: ``latest``, or, where it is damaged, the one before it (with a
+    ``CheckpointWarning`` naming the damaged files). None when the run has no checkpoint; raises
+    ``CheckpointError`` when it has some but none is intact."""
+    newest = latest_checkpoint(run_dir)
+    if newest is None:
+        return None
+    older = [p for p in reversed(list_checkpoints(run_dir)) if p.name < newest.name]
+    damaged = []
+    for p in [newest, *older]:
+        problems = verify_checkpoint(p)
+        if not problems:
+            return p
+        damaged.append(f"{p.name}: {'; '.join(problems)}")
+        warnings.warn(f"checkpoint {p} is damaged ({'; '.join(problems)}); falling back to the one before it",
+                      CheckpointWarning, stacklevel=2)
+    raise CheckpointError(
+        f"{run_dir}: no intact checkpoint ({' | '.join(damaged)}); restore the files, or start the run again with "
+        "`plasticlm train ... --overwrite`"
+    )
 
 
 def _fsync(path: Path) -> None:
@@ -126,7 +232,18 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
     path = Path(path)
     if not (path / "meta.json").exists():
         raise PlasticError(f"{path} is not a complete checkpoint (no meta.json)")
-    missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
+    problems = verify_checkpoint(path)
+    if problems:
+        raise CheckpointError(f"checkpoint {path} is damaged: {'; '.join(problems)}. `plasticlm resume` falls back "
+                              "to the checkpoint before it; otherwise restore the file from a copy")
+    try:
+        missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
+    except RuntimeError as e:  # tensor shapes differ: the config's model changed since the checkpoint
+        sizes = "; ".join(line.strip() for line in str(e).splitlines() if "size mismatch" in line)
+        raise PlasticError(
+            f"checkpoint {path} does not fit the model built from the run's config.toml ({sizes or e}); "
+            "model.* (preset, seq_len: the position table, vocab_size) must stay as they were when it was written"
+        ) from None
     missing = [k for k in missing if k != "lm_head.weight"]  # tied to wte
     if missing or unexpected:
         raise PlasticError(f"checkpoint {path} does not match the model: missing {missing}, unexpected {unexpected}")

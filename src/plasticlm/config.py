@@ -10,6 +10,7 @@ Where a default comes from the study (arXiv:2606.24752), the field's help says s
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import difflib
 import json
@@ -554,6 +555,10 @@ def from_dict(data: dict[str, Any], source: str = "config") -> Config:
     cfg = _from_dict(Config, data, "", errors)
     if not errors:
         errors += cfg.validate()
+    if not errors:  # presets, the source's languages, finite numbers (validate.py)
+        from plasticlm.validate import config_problems
+
+        errors += config_problems(cfg)
     if errors:
         raise ConfigError(errors, source)
     return cfg
@@ -599,7 +604,7 @@ def _parse_value(raw: str, tp: Any) -> Any:
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply '--set a.b=c' overrides to a raw config dict (values parsed to the field's type)."""
-    data = json.loads(json.dumps(data))  # deep copy
+    data = copy.deepcopy(data)  # not a JSON round trip: TOML dates are not JSON
     for text in overrides:
         path, raw = parse_override(text)
         tp = _field_type(path)
@@ -623,11 +628,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         p = Path(path)
         source = str(p)
         if not p.is_file():
-            raise ConfigError([f"config file {p} does not exist"], source)
+            raise ConfigError([f"config file {p} {'is a directory' if p.is_dir() else 'does not exist'}"], source)
         try:
             data = tomllib.loads(p.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as e:
-            raise ConfigError([f"not valid TOML: {e}"], source) from e
+            raise ConfigError([f"not valid TOML: {e}; fix the syntax there (https://toml.io)"], source) from e
+        except UnicodeDecodeError as e:
+            raise ConfigError([f"not UTF-8 text (byte {e.start}): a config is a TOML text file"], source) from e
+        except OSError as e:
+            raise ConfigError([f"cannot read it: {e.strerror}"], source) from e
     data = apply_overrides(data, overrides or [])
     return from_dict(data, source)
 

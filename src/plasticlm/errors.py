@@ -21,6 +21,15 @@ class DataError(PlasticError):
     """Missing, empty or malformed corpus data."""
 
 
+class CheckpointError(PlasticError):
+    """A checkpoint that is damaged (its files do not match the checksums in its meta.json) or that
+    could not be written (a full disk); the message names the file and what to do."""
+
+
+class CheckpointWarning(UserWarning):
+    """A damaged checkpoint was skipped and an earlier one used instead."""
+
+
 class DataWarning(UserWarning):
     """Data that was usable but suspicious (e.g. invalid UTF-8 replaced); the message names file and language."""
 

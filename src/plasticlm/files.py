@@ -19,7 +19,8 @@ _EMPTY = {"", "null", "none", "nan", "na"}
 
 
 def read_csv_columns(
-    path: str | Path, columns: list[str], *, allow_empty: tuple[str, ...] = (), text: tuple[str, ...] = ()
+    path: str | Path, columns: list[str], *, allow_empty: tuple[str, ...] = (), unique: tuple[str, ...] = (),
+    text: tuple[str, ...] = (),
 ) -> dict[str, np.ndarray]:
     """Read the named numeric columns of a CSV file with a header row (other columns are ignored).
 
@@ -27,11 +28,20 @@ def read_csv_columns(
     line number of each row (for messages). Numbers may carry a count suffix (``27M``, ``1.8T``:
     ``units.parse_count``), as onset tables in papers often do. Cells of the columns in ``allow_empty`` may be empty
     (or ``null``/``nan``/``none``/``na``) and then read as NaN; any other non-numeric cell is an
-    error. Columns named in ``text`` are optional and read as stripped strings ("" where the column
-    or the cell is absent). Raises ``PlasticError`` naming the file for a missing file, a missing column, a
-    non-numeric or non-finite cell, or a file without data rows.
+    error. ``unique``: when the header names all of these columns, no two rows may have the same
+    cells there (e.g. a run's ``name``). Columns named in ``text`` are optional and read as stripped
+    strings ("" where the column or the cell is absent). Raises ``PlasticError`` naming the file for
+    a missing file, a file that is not UTF-8 CSV, a missing column, a non-numeric or non-finite cell,
+    a duplicated row, or a file without data rows.
     """
-    p = Path(path)
+    try:
+        return _read_csv_columns(Path(path), columns, allow_empty, unique, text)
+    except UnicodeDecodeError as e:
+        raise PlasticError(f"{path}: not UTF-8 text (byte {e.start}); save the table as UTF-8 CSV") from None
+
+
+def _read_csv_columns(p: Path, columns: list[str], allow_empty: tuple[str, ...],
+                      unique: tuple[str, ...], text: tuple[str, ...]) -> dict[str, np.ndarray]:
     if not p.is_file():
         raise PlasticError(f"{p}: file does not exist")
     with p.open(newline="", encoding="utf-8-sig") as f:  # -sig: a spreadsheet's BOM is not a header
@@ -50,6 +60,8 @@ def read_csv_columns(
                 f"{', '.join(columns)} (found: {', '.join(names) or 'nothing'})"
             )
         pos = {c: names.index(c) for c in columns}
+        keys = [names.index(c) for c in unique] if unique and all(c in names for c in unique) else []
+        seen: dict[tuple[str, ...], int] = {}
         values: dict[str, list[float]] = {c: [] for c in columns}
         texts: dict[str, list[str]] = {c: [] for c in text}
         lines: list[int] = []
@@ -65,6 +77,12 @@ def read_csv_columns(
                     i = names.index(c) if c in names else len(row)
                     texts[c].append(row[i].strip() if i < len(row) else "")
                 lines.append(line)
+                if keys:
+                    key = tuple(row[k].strip() if k < len(row) else "" for k in keys)
+                    if key in seen:
+                        raise PlasticError(f"{p}: lines {seen[key]} and {line} repeat {', '.join(unique)} = "
+                                           f"{', '.join(key)}; each row must appear once: delete one")
+                    seen[key] = line
         except csv.Error as e:
             raise PlasticError(f"{p}: not a valid CSV file (line {reader.line_num}): {e}") from e
     if not lines:

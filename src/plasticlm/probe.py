@@ -320,7 +320,8 @@ class ProbeCallback(Callback):
         self.names = {checkpoint_name(k) for k in self.points}
         self.in_run = cfg.probe.in_run
         self.log = JsonlLog(loop.run_dir / "probes.jsonl", enabled=loop.metrics.enabled)
-        loop.logs["probes"] = self.log
+        if self.in_run:  # post-hoc rows (`plasticlm probe`) are not the run's to roll back on resume
+            loop.logs["probes"] = self.log
         perm = s.probe_permutation() if s.kind == "permuted" else None
         self.setup = ProbeSetup.build(cfg, loop.data, loop.gpt_config, loop.peak_lr, loop.device, perm)
         self.scratch: dict | None = None
@@ -415,6 +416,8 @@ def pending_checkpoints(run_dir: str | Path, checkpoint: str | None = None) -> l
             saved[p.name] = read_json(p / "meta.json")
         except FileNotFoundError:  # pruned by a training run between listing and reading
             continue
+        except ValueError as e:
+            raise PlasticError(f"{p / 'meta.json'} is damaged ({e}); restore it or delete {p}") from None
     if checkpoint is not None:
         name = f"task-{int(checkpoint):06d}" if checkpoint.isdigit() else checkpoint
         if name not in saved:
@@ -442,6 +445,14 @@ def probe_run_dir(run_dir: str | Path, workers: int = 1, checkpoint: str | None 
     Torch threads are divided between workers (at least 1 each). Rows are appended to probes.jsonl
     as probes finish (under a file lock, so array jobs probing one checkpoint each can share a run).
     """
+    from plasticlm.runlock import run_lock  # whole-run probes exclusive, --checkpoint jobs shared
+
+    with run_lock(run_dir, "probe", shared=checkpoint is not None):
+        return _probe_run_dir(run_dir, workers, checkpoint, data, progress)
+
+
+def _probe_run_dir(run_dir: str | Path, workers: int, checkpoint: str | None, data: Any,
+                   progress: bool) -> list[dict[str, Any]]:
     todo = pending_checkpoints(run_dir, checkpoint)
     log = JsonlLog(Path(run_dir) / "probes.jsonl")
     if not todo:
@@ -455,7 +466,7 @@ def probe_run_dir(run_dir: str | Path, workers: int = 1, checkpoint: str | None 
     if workers <= 1 or len(todo) == 1:
         for name in todo:
             row = probe_checkpoint(run_dir, name, data=data)
-            log.append(row)
+            log.append(row, unique_key="checkpoint")  # one row per checkpoint
             rows.append(row)
             if bar:
                 bar.update(1)
@@ -465,7 +476,7 @@ def probe_run_dir(run_dir: str | Path, workers: int = 1, checkpoint: str | None 
         threads = max(1, (os.cpu_count() or 1) // workers)
         with mp.get_context("spawn").Pool(workers) as pool:
             for row in pool.imap_unordered(_worker, [(str(run_dir), n, threads) for n in todo]):
-                log.append(row)
+                log.append(row, unique_key="checkpoint")  # one row per checkpoint
                 rows.append(row)
                 if bar:
                     bar.update(1)

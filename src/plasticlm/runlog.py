@@ -67,6 +67,11 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, default=_json_default) + "\n")
 
 
+def as_json(obj: Any) -> Any:
+    """``obj`` as it reads back from a JSON file this module wrote (tuples as lists, numpy as Python)."""
+    return json.loads(json.dumps(obj, default=_json_default))
+
+
 def _json_default(o: Any) -> Any:
     if hasattr(o, "item"):
         return o.item()
@@ -81,18 +86,39 @@ def read_json(path: str | Path) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
-def read_jsonl(path: str | Path) -> list[dict]:
-    """All complete rows of a JSONL file ([] if it does not exist); a torn last line is ignored."""
+def read_jsonl(path: str | Path, strict: bool = False) -> list[dict]:
+    """All complete rows of a JSONL file ([] if it does not exist); a torn last line is ignored.
+
+    ``strict``: a line that is not a JSON object, other than a last line without its newline (torn
+    by a kill), raises ``PlasticError`` naming the file and the line instead of ending the read.
+    """
     path = Path(path)
     if not path.exists():
         return []
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        if not strict:
+            raise
+        from plasticlm.errors import PlasticError
+
+        raise PlasticError(f"{path}: not UTF-8 text (byte {e.start}); it is not a plasticlm log") from None
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    lines = text.splitlines()
+    for i, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+            row = json.loads(line)
+            if strict and not isinstance(row, dict):
+                raise json.JSONDecodeError("not a JSON object", line, 0)
+            rows.append(row)
+        except json.JSONDecodeError as e:
+            if strict and (i < len(lines) or text.endswith("\n")):
+                from plasticlm.errors import PlasticError
+
+                raise PlasticError(f"{path}: line {i} is not a JSON object ({e.msg}); the file was edited or "
+                                   "corrupted: restore it, or delete that line") from None
             break  # a line torn by a kill: everything after it is not trusted
     return rows
 
@@ -105,19 +131,32 @@ class JsonlLog:
         self.enabled = enabled
         self.rows = len(read_jsonl(self.path)) if enabled else 0
 
-    def append(self, row: dict) -> None:
+    def append(self, row: dict, unique_key: str | None = None) -> bool:
+        """Append one row under an exclusive file lock (concurrent writers, e.g. post-hoc probe array
+        jobs, never interleave). A torn last line left by a killed writer is cut off first, so that it
+        never swallows this row; a failed write (a full disk) is cut off again before the error is
+        raised. With ``unique_key``, a row whose ``row[unique_key]`` is already in the file is not
+        written again (returns False): two workers that probed the same checkpoint leave one row."""
         if not self.enabled:
-            return
+            return False
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        line = json.dumps(row, default=_json_default) + "\n"
-        with self.path.open("a", encoding="utf-8") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)  # concurrent writers (post-hoc probe array jobs) never interleave
+        line = (json.dumps(row, default=_json_default) + "\n").encode("utf-8")
+        with self.path.open("a+b") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
             try:
-                f.write(line)
-                f.flush()
+                size = _cut_torn_tail(f)
+                if unique_key is not None and _has_value(f, unique_key, row.get(unique_key)):
+                    return False
+                try:
+                    f.write(line)
+                    f.flush()
+                except OSError:
+                    f.truncate(size)  # O_APPEND: nothing after ``size`` is ours to keep
+                    raise
             finally:
                 fcntl.flock(f, fcntl.LOCK_UN)
         self.rows += 1
+        return True
 
     def truncate_to(self, n: int) -> None:
         """Keep the first ``n`` rows (rewritten atomically)."""
@@ -126,6 +165,43 @@ class JsonlLog:
         rows = read_jsonl(self.path)[:n]
         atomic_write_text(self.path, "".join(json.dumps(r, default=_json_default) + "\n" for r in rows))
         self.rows = len(rows)
+
+
+def _cut_torn_tail(f: Any) -> int:
+    """Truncate an open (locked) file after its last newline; return the new size."""
+    size = f.seek(0, os.SEEK_END)
+    if size == 0:
+        return 0
+    f.seek(size - 1)
+    if f.read(1) == b"\n":
+        return size
+    keep = size
+    while keep > 0:  # scan back in blocks for the last newline
+        start = max(0, keep - 65536)
+        f.seek(start)
+        block = f.read(keep - start)
+        nl = block.rfind(b"\n")
+        if nl >= 0:
+            keep = start + nl + 1
+            break
+        keep = start
+    f.truncate(keep)
+    return keep
+
+
+def _has_value(f: Any, key: str, value: Any) -> bool:
+    f.seek(0)
+    needle = json.dumps(value, default=_json_default).encode("utf-8")
+    for raw in f:
+        if needle not in raw:  # cheap test before parsing the line
+            continue
+        try:
+            row = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and row.get(key) == value:
+            return True
+    return False
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:

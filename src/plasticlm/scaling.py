@@ -209,10 +209,11 @@ def read_onsets_csv(path: str | Path) -> tuple[np.ndarray, np.ndarray, list[int]
 
     Rows whose onset cell is empty (or null/nan: a run without an onset) are skipped and their
     line numbers returned, so that they are reported rather than silently dropped. An optional
-    column ``censored`` marks left-censored onsets with "left" (as onsets.csv writes it); other
-    columns are ignored.
+    column ``censored`` marks left-censored onsets with "left" (as onsets.csv writes it); a ``name``
+    column (as in a study's onsets.csv), when present, must not repeat a run; other columns are
+    ignored.
     """
-    cols = read_csv_columns(path, ["params", "onset"], allow_empty=("onset",), text=("censored",))
+    cols = read_csv_columns(path, ["params", "onset"], allow_empty=("onset",), unique=("name",), text=("censored",))
     keep = np.isfinite(cols["onset"])
     skipped = [int(x) for x in cols["_line"][~keep]]
     cens = np.asarray([c.lower() == "left" for c in cols["censored"]], dtype=bool)

@@ -33,7 +33,13 @@ import torch
 
 from plasticlm import dist
 from plasticlm.callbacks import Callback, Callbacks
-from plasticlm.checkpoint import checkpoint_name, latest_checkpoint, load_checkpoint, prune_checkpoints, save_checkpoint
+from plasticlm.checkpoint import (
+    checkpoint_name,
+    latest_valid_checkpoint,
+    load_checkpoint,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from plasticlm.config import Config, dumps_toml, load_config, to_dict
 from plasticlm.data.stream import LanguageStream, Task
 from plasticlm.errors import NonFiniteLoss, PlasticError
@@ -41,6 +47,7 @@ from plasticlm.evaluate import autocast_context
 from plasticlm.model import GPT, build_gpt_config, configure_cpu, non_embedding_params
 from plasticlm.optim import LRSchedule, build_optimizer, peak_lr, set_lr
 from plasticlm.plan import check_reuse, format_reuse
+from plasticlm.runlock import LOCK_NAME, run_lock
 from plasticlm.runlog import JsonlLog, atomic_write_json, atomic_write_text, environment_info, read_json, read_jsonl
 from plasticlm.train_callbacks import Evaluator, ProgressBar, TaskBoundaryReset, TensorBoard, TrainMetrics, WandB
 
@@ -298,7 +305,11 @@ def init_run_dir(run_dir: str | Path, cfg: Config, overwrite: bool = False) -> P
     run_dir = Path(run_dir)
     check_new_run_dir(run_dir, overwrite)
     if (run_dir / "config.toml").exists():
-        shutil.rmtree(run_dir)
+        for child in run_dir.iterdir():  # all but the lock file this process holds (runlock.py)
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            elif child.name != LOCK_NAME:
+                child.unlink()
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "logs").mkdir(exist_ok=True)
     atomic_write_text(run_dir / "config.toml", dumps_toml(cfg))
@@ -372,8 +383,11 @@ def train(cfg: Config, run_dir: str | Path, *, data: Any = None, callbacks: list
     check_new_run_dir(run_dir, overwrite)
     data = data if data is not None else load_data(cfg, progress=not quiet)
     trainer = Trainer(cfg, run_dir, data, callbacks=callbacks, quiet=quiet)
-    init_run_dir(run_dir, cfg, overwrite=overwrite)
-    return run_training(trainer)
+    with run_lock(run_dir, "train", create=True):  # a second writer is refused, naming this process
+        init_run_dir(run_dir, cfg, overwrite=overwrite)
+        for log_ in trainer.logs.values():  # counted before --overwrite emptied the directory
+            log_.rows = len(read_jsonl(log_.path)) if log_.enabled else 0
+        return run_training(trainer)
 
 
 def resume(run_dir: str | Path, *, data: Any = None, callbacks: list[CallbackSpec] | None = None,
@@ -382,10 +396,15 @@ def resume(run_dir: str | Path, *, data: Any = None, callbacks: list[CallbackSpe
     run_dir = Path(run_dir)
     if not (run_dir / "config.toml").exists():
         raise PlasticError(f"{run_dir} is not a run directory (no config.toml); start one with `plasticlm train`")
+    with run_lock(run_dir, "resume"):  # a second writer is refused, naming this process
+        return _resume(run_dir, data, callbacks, quiet)
+
+
+def _resume(run_dir: Path, data: Any, callbacks: list[CallbackSpec] | None, quiet: bool) -> dict[str, Any]:
     cfg = load_config(run_dir / "config.toml")
     data = data if data is not None else load_data(cfg, progress=not quiet)
     trainer = Trainer(cfg, run_dir, data, callbacks=callbacks, quiet=quiet)
-    ckpt = latest_checkpoint(run_dir)
+    ckpt = latest_valid_checkpoint(run_dir)  # a damaged latest: the one before it, with a warning
     if ckpt is not None:
         finished = read_json(ckpt / "meta.json")["stream"]["step"] >= trainer.stream.total_steps
         trainer.restore(ckpt, truncate_logs=not finished)  # a finished run's logs stay as they are

@@ -8,6 +8,7 @@ exit with status 2.
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import os
 import sys
@@ -66,6 +67,14 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's final flush does not fail again
         return 141  # 128 + SIGPIPE, as a shell reports a command killed by a closed pipe
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = f" writing {e.filename}" if e.filename else ""
+        print(f"error: no space left on device{where}. Files are written atomically, so what was complete "
+              "before is intact: free space, then run the command again (`plasticlm resume RUN_DIR` continues a "
+              "run from its last complete checkpoint)", file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 

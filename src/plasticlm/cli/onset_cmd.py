@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from plasticlm.cli._common import add_json, print_json, print_table
+from plasticlm.cli._common import add_json, non_negative_int, print_json, print_table
 from plasticlm.errors import PlasticError
 from plasticlm.onset import Onset, find_onset, onset_document, read_scores_csv
 from plasticlm.units import num
@@ -35,13 +35,21 @@ def run(args) -> int:
         raise PlasticError("give either a RUN_DIR or --scores FILE.csv (not both)")
     if args.run_dir is not None:
         from plasticlm.analysis import onset_of_run
+        from plasticlm.validate import require_run_dir
 
+        require_run_dir(args.run_dir)
         result, doc = onset_of_run(args.run_dir, window=args.window, n_boot=args.bootstrap, seed=args.seed,
                                    reference=args.reference)
     else:
         x, y = read_scores_csv(args.scores)
         result = find_onset(x, y, args.window)
         doc = onset_document(result, args.scores)
+    if doc["n_points"] < args.window + 2:
+        raise PlasticError(
+            f"{doc['source']}: {doc['n_points']} probe point(s); an onset (the interior minimum of the window-"
+            f"{args.window} moving average) needs at least {args.window + 2}: add probe points "
+            f"({'`plasticlm probe`, or train longer' if args.run_dir else 'more rows'})"
+        )
     if args.json:
         print_json(doc)
     else:
@@ -74,7 +82,7 @@ def register(sub) -> None:
                    help="CSV with a header and columns task_index,score (other columns ignored)")
     p.add_argument("--reference", choices=["first", "scratch"], default="first",
                    help="RUN_DIR: score against the first probe (paper) or the scratch baseline (appendix)")
-    p.add_argument("--bootstrap", type=int, default=None,
+    p.add_argument("--bootstrap", type=non_negative_int, default=None,
                    help="RUN_DIR: bootstrap draws for the CI (default: probe.bootstrap of the run; 0 = none)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--window", type=int, default=3, help="odd moving-average window (default 3, as in the paper)")

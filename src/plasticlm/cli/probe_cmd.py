@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from plasticlm.cli._common import add_json, print_json, print_table
+from plasticlm.cli._common import add_json, positive_int, print_json, print_table
 
 
 def run(args) -> int:
     from plasticlm.probe import probe_run_dir
+    from plasticlm.validate import require_run_dir
 
+    require_run_dir(args.run_dir)
     rows = probe_run_dir(args.run_dir, workers=args.workers, checkpoint=args.checkpoint,
                          progress=not (args.quiet or args.json))
     if args.json:
@@ -33,7 +35,8 @@ def register(sub) -> None:
         "(for cluster array jobs).",
     )
     p.add_argument("run_dir", help="a run directory written by `plasticlm train`")
-    p.add_argument("--workers", type=int, default=1, help="parallel worker processes (torch threads are divided)")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="parallel worker processes (torch threads are divided)")
     p.add_argument("--checkpoint", help="probe only this checkpoint (name like task-000007, or its 0-based task index)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_json(p)

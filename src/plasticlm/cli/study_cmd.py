@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
-from plasticlm.cli._common import add_json, add_set, print_json, print_table
+from plasticlm.cli._common import add_json, add_set, positive_int, print_json, print_table
 from plasticlm.config import load_config
 from plasticlm.units import num
 
@@ -104,7 +104,7 @@ def register(sub) -> None:
     s.add_argument("config", help="TOML study config, e.g. configs/demo.toml")
     add_set(s)
     s.add_argument("--out-dir", help="study directory (default: sweep.out_dir)")
-    s.add_argument("--parallel", type=int, default=None, help="runs trained at once (default: sweep.parallel)")
+    s.add_argument("--parallel", type=positive_int, default=None, help="runs trained at once (default: sweep.parallel)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     add_json(s)
     s.set_defaults(func=run_sweep_cmd)
@@ -117,7 +117,7 @@ def register(sub) -> None:
     )
     p.add_argument("config", help="TOML study config, e.g. configs/demo.toml")
     add_set(p)
-    p.add_argument("--parallel", type=int, default=None, help="runs trained at once (default: sweep.parallel)")
+    p.add_argument("--parallel", type=positive_int, default=None, help="runs trained at once (default: sweep.parallel)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (runs, status, tokens) and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_json(p)

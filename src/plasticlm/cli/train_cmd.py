@@ -41,7 +41,9 @@ def run_train(args) -> int:
 
 def run_resume(args) -> int:
     from plasticlm.experiment import resume_run as resume
+    from plasticlm.validate import require_run_dir
 
+    require_run_dir(args.run_dir)
     return _run(lambda: resume(args.run_dir, quiet=args.quiet or args.json), args)
 
 

@@ -260,8 +260,8 @@ def _load_run(inp: ReportInput, entry: dict[str, Any], path: Path, rel: str) -> 
     try:
         run.probes = load_probes(path)
     except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:
-        inp.problems.append(f"run {run.name}: probes.jsonl has a malformed row ({type(e).__name__}: {e}); "
-                            "its probe scores are not shown")
+        inp.problems.append(inp.rel(f"run {run.name}: probes.jsonl has a malformed row ({type(e).__name__}: {e}); "
+                                    "its probe scores are not shown"))
     cfg = run.config
     if cfg is not None:
         run.preset = run.preset or cfg.model.preset or None

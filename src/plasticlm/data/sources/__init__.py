@@ -48,6 +48,10 @@ class Source:
         """Settings recorded in every manifest of this source."""
         return {}
 
+    def language_problems(self, langs: list[str]) -> list[str]:
+        """What stops this source from serving ``langs``, known without reading any data ([] = none)."""
+        return []
+
     def open(self, langs: list[str], reuse: dict[str, Path], progress: bool = True) -> None:  # noqa: B027
         """Prepare to build ``langs`` (no-op by default)."""
 

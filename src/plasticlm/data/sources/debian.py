@@ -38,6 +38,12 @@ PACKAGES: dict[str, list[str]] = {
     "pt": ["libreoffice-help-pt-br", "libreoffice-help-pt"],
 }
 REFERENCE = "en"
+DEBIAN_PACKAGES = (
+    "ca", "cs", "da", "de", "dz", "el", "en-gb", "en-us", "es", "et", "eu", "fi", "fr", "gl", "hi", "hu", "id",
+    "it", "ja", "km", "ko", "nl", "om", "pl", "pt", "pt-br", "ru", "sk", "sl", "sv", "tr", "vi", "zh-cn", "zh-tw",
+)
+"""The libreoffice-help-<x> packages of Debian 12 (`apt-cache search --names-only ^libreoffice-help-`);
+the study's nine languages (en zh fr ja es de pt ru vi) are the measured ones (data-sources.md)."""
 _ALTERNATIVES = (
     "use another source: --source local with data.local_dir=DIR (one sub-directory of .txt/.jsonl/.parquet "
     "files per language), or --source hf with data.hf_dataset=NAME"
@@ -80,6 +86,17 @@ class DebianDocsSource(Source):
 
     def settings(self) -> dict[str, Any]:
         return {"packages": "libreoffice-help-*", "reference": REFERENCE, "filter": "english-fallback+dedup"}
+
+    def language_problems(self, langs: list[str]) -> list[str]:
+        known = {f"libreoffice-help-{x}" for x in DEBIAN_PACKAGES}
+        bad = [lang for lang in langs if not any(p in known for p in candidates(lang))]
+        if not bad:
+            return []
+        served = sorted({*PACKAGES, *DEBIAN_PACKAGES})
+        return [f"language(s) {', '.join(map(repr, bad))}: source 'debian-docs' has no Debian package for "
+                f"{'them' if len(bad) > 1 else 'it'} (it serves {' '.join(served)}; the study's nine are "
+                f"en zh fr ja es de pt ru vi); change stream.languages / probe.language, or " + _ALTERNATIVES
+                + ", or --source synthetic (any code)"]
 
     # -- apt ---------------------------------------------------------------------------------
 

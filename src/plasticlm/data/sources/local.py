@@ -38,6 +38,15 @@ class LocalSource(Source):
         self.root = Path(data.local_dir).expanduser().resolve()
         self._stats: dict[str, dict[str, Any]] = {}
 
+    def language_problems(self, langs: list[str]) -> list[str]:
+        if not self.root.is_dir():
+            return [f"data.local_dir = {self.data.local_dir!r}: no such directory (source 'local' wants "
+                    "data.local_dir/<lang>/ for every language)"]
+        missing = [lang for lang in langs if not (self.root / lang).is_dir()]
+        return [f"data.local_dir = {self.data.local_dir!r} has no sub-directory for language(s) "
+                f"{', '.join(missing)}: add {self.root}/<lang>/ with {', '.join(EXTENSIONS)} files, or drop them"
+                ] if missing else []
+
     def files(self, lang: str) -> list[Path]:
         d = self.root / lang
         if not d.is_dir():
