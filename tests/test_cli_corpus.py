@@ -50,6 +50,9 @@ def test_config_file_and_errors_exit_2(home, tmp_path, capsys):
     cfg = tmp_path / "c.toml"
     cfg.write_text('[data]\nsource = "local"\nlocal_dir = "%s"\n' % (tmp_path / "nothing"))
     assert main(["corpus", "build", str(cfg), "--langs", "en"]) == 2
+    assert "data.local_dir = " in capsys.readouterr().err  # refused when the config loads (validate.py)
+    (tmp_path / "nothing").mkdir()
+    assert main(["corpus", "build", str(cfg), "--langs", "en"]) == 2
     assert "language 'en': no directory" in capsys.readouterr().err
     assert main(["corpus", "build", "--set", "data.sourc=local"]) == 2
     assert "data.source" in capsys.readouterr().err
