@@ -30,7 +30,7 @@ def test_defaults_are_valid_and_round_trip_toml_and_json():
 def test_round_trip_with_overrides(tmp_path):
     cfg = load_config(None, ["model.preset=85K", "stream.languages=[en, fr]", "optim.lr=3e-3",
                              "stream.kind=stationary", "stream.weights=[1, 2]", "data.source=hf",
-                             "data.hf_configs={en = 'en'}", "train.seed=7",
+                             "data.hf_dataset=some/dataset", "data.hf_configs={en = 'en'}", "train.seed=7",
                              "probe.after_languages=[fr]"])
     assert cfg.model.preset == "85K"
     assert cfg.stream.languages == ["en", "fr"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file, save_model
 
-from plasticlm.checkpoint import latest_checkpoint, weights_hash
+from plasticlm.checkpoint import latest_checkpoint, weights_hash, with_checksums
 from plasticlm.cli import main
 from plasticlm.config import load_config
 from plasticlm.data.prepare import prepare_data
@@ -20,6 +20,7 @@ from plasticlm.hf import (
     load_run_model,
 )
 from plasticlm.model import GPT, GPTConfig
+from plasticlm.runlog import atomic_write_json, read_json
 from plasticlm.train import Trainer, train
 
 transformers = pytest.importorskip("transformers")  # in the dev extra; CI installs it
@@ -61,6 +62,9 @@ def run(request, tmp_path_factory):
     model, _, _ = load_run_model(run_dir)
     _randomize(model, seed=1)
     save_model(model, str(path / "model.safetensors"))
+    meta = with_checksums({k: v for k, v in read_json(path / "meta.json").items()
+                           if k not in ("files", "meta_sha256")}, path)  # the new weights are the checkpoint's
+    atomic_write_json(path / "meta.json", meta)
     return run_dir, cfg
 
 

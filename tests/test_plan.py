@@ -134,7 +134,7 @@ def test_cpu_estimate_from_measured_steps_adds_up(tmp_path):
     from tests.fakes import tiny_config
 
     cfg = tiny_config("sweep.presets=[3K, 25K]", "sweep.seeds=[0, 1]", "probe.steps=4", "probe.eval_every=2",
-                      "probe.replicates=2", "data.vocab_size=64")
+                      "probe.replicates=2", "data.vocab_size=300")
     plan = plan_study(cfg)
     est = estimate_cpu(cfg, plan, parallel=2, steps=2)
     assert set(est.rates) == {"3K", "25K"} and all(r.step_s > 0 for r in est.rates.values())
@@ -151,7 +151,7 @@ def test_cpu_estimate_from_measured_steps_adds_up(tmp_path):
 
 def test_cli_plan_cpu_json(tmp_path, capsys):
     cfg = tmp_path / "c.toml"
-    cfg.write_text('[model]\nseq_len = 16\n[data]\nsource = "synthetic"\nvocab_size = 64\n'
+    cfg.write_text('[model]\nseq_len = 16\n[data]\nsource = "synthetic"\nvocab_size = 300\n'
                    '[stream]\nlanguages = ["aa", "bb"]\ntokens_per_task = 128\ncycles = 1\n'
                    '[train]\nbatch_size = 4\n[probe]\nsteps = 2\neval_every = 1\nafter_languages = []\n'
                    '[sweep]\npresets = ["3K"]\n')
