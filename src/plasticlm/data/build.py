@@ -48,6 +48,7 @@ import json
 import math
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import time
@@ -366,15 +367,17 @@ def run_tasks(data, builds: list[LangBuild], logging_dir: Path, progress: bool) 
             tmp.write_bytes(pickle.dumps((data, builds, logging_dir)))
         log = logging_dir / "build.log"
         with open(log, "ab") as out:
+            # a session of its own: an interrupt stops the build process and datatrove's workers together
             proc = subprocess.Popen([sys.executable, "-m", "plasticlm.data.build_step", str(job)], stdout=out,
-                                    stderr=subprocess.STDOUT, env=_child_env())
+                                    stderr=subprocess.STDOUT, env=_child_env(), start_new_session=True)
             try:
                 while proc.poll() is None:
                     time.sleep(0.5)
                     bar.n = tokens_written(builds)
                     bar.refresh()
             except BaseException:
-                proc.terminate()
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait()
                 raise
     missing = [(b.lang, t) for b, t in task_list(builds) if read_cached_json(b.task_json(t)) is None]
