@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from plasticlm.config import load_config
+from plasticlm.data import build as build_mod
 from plasticlm.data import prepare as prepare_mod
 from plasticlm.data import shards
 from plasticlm.data.corpus import iter_documents
@@ -129,7 +130,7 @@ def test_second_call_uses_caches(home, monkeypatch):
         raise AssertionError("rebuilt a cached artefact")
 
     monkeypatch.setattr(prepare_mod, "build_bpe", boom)
-    monkeypatch.setattr(prepare_mod.shards, "write_shard", boom)
+    monkeypatch.setattr(prepare_mod, "build_languages", boom)
     monkeypatch.setattr(SyntheticSource, "documents", boom)
     again = prepare_data(small(), progress=False)
     assert again.manifest == first.manifest
@@ -194,10 +195,10 @@ def test_interrupted_shard_write_leaves_no_cache(home, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(shards, "BATCH_DOCS", 8)
+    monkeypatch.setattr(build_mod, "BATCH_DOCS", 8)
     monkeypatch.setattr(shards, "encode_documents", flaky)
     with pytest.raises(KeyboardInterrupt):
-        prepare_data(small(), progress=False)
+        prepare_data(small("data.workers=1"), progress=False)  # one worker: the build tasks run in-process
     leftovers = [p for p in (home / "tokens").rglob("*") if p.is_file()]
     assert leftovers == []  # neither a partial .bin nor a temp file
     monkeypatch.setattr(shards, "encode_documents", real)

@@ -223,3 +223,14 @@ def test_resume_refuses_changed_data(tmp_path):
         resume(tmp_path / "run", data=fake_data(n_train=15_000), quiet=True)
     resume(tmp_path / "run", data=fake_data(), quiet=True)  # the same data resumes
     assert read_json(tmp_path / "run" / "run.json")["status"] == "done"
+
+
+def test_weight_decay_on_embeddings_is_a_visible_switch():
+    from plasticlm.model import GPT, build_gpt_config
+    from plasticlm.optim import param_groups
+
+    model = GPT(build_gpt_config(tiny_config().model, 64))
+    for on in (True, False):
+        decayed = {id(p) for p in param_groups(model, 0.1, decay_embeddings=on)[0]["params"]}
+        assert (id(model.wte.weight) in decayed, id(model.wpe.weight) in decayed) == (on, on)
+        assert id(model.blocks[0].mlp.fc.weight) in decayed and id(model.blocks[0].mlp.fc.bias) not in decayed

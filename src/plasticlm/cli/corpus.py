@@ -19,7 +19,7 @@ from plasticlm.config import load_config
 from plasticlm.data.corpus import build_corpus, corpus_info
 from plasticlm.data.paths import home_dir
 from plasticlm.data.prepare import default_languages, prepare_data
-from plasticlm.data.sources import SOURCE_NAMES
+from plasticlm.data.sources import SOURCE_NAMES, make_source
 
 COLUMNS = ["lang", "source", "documents", "bytes", "sha256"]
 TOKEN_COLUMNS = ["train_tokens", "val_tokens", "bytes_per_token"]
@@ -48,12 +48,18 @@ def run_build(args) -> int:
     cfg, langs = _config(args)
     t0 = time.perf_counter()
     progress = not args.quiet
-    build_corpus(cfg.data, langs, force=args.force, progress=progress)
+    direct = make_source(cfg.data).direct
+    if not (args.tokens and direct):  # a direct source's shards are built from its files: no text copy
+        build_corpus(cfg.data, langs, force=args.force, progress=progress)
     doc = {"source": cfg.data.source, "home": str(home_dir(cfg.data.home)),
-           "languages": corpus_info(cfg.data, langs)}
+           "languages": [] if args.tokens and direct else corpus_info(cfg.data, langs)}
     columns = COLUMNS
     if args.tokens:
         prepared = prepare_data(cfg, langs, progress=progress)
+        if direct:
+            doc["languages"] = [{"lang": lang, "source": e["source"], "built": True, "documents": e["documents"],
+                                 "bytes": e["bytes"], "sha256": e["train"]["sha256"]}
+                                for lang, e in prepared.manifest["languages"].items()]
         for row in doc["languages"]:
             entry = prepared.manifest["languages"][row["lang"]]
             row.update(train_tokens=entry["train"]["count"], val_tokens=entry["val"]["count"],

@@ -4,26 +4,22 @@
 token, as ``uint16`` when the vocabulary fits (else ``uint32``), native little-endian.
 ``<base>.<split>.json`` is its header: format, dtype, count, vocab_size, eot_id, documents, bytes
 (UTF-8 bytes of the text, separators excluded), tokenizer_hash, sha256 (of the .bin) and the keys
-it was built from. Both are written atomically and the header last, so a shard without a header,
-or whose size disagrees with it, is a cache miss and gets rebuilt.
+it was built from. Both are written atomically and the header last (by ``build.merge_split``), so a
+shard without a header, or whose size disagrees with it, is a cache miss and gets rebuilt.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm import tqdm
 
 from plasticlm.data.paths import read_cached_json
 from plasticlm.data.tokenizer import Tokenizer
-from plasticlm.runlog import atomic_path, atomic_write_json
 
 FORMAT = 1
-BATCH_DOCS = 256
 
 
 def dtype_for(vocab_size: int) -> np.dtype:
@@ -45,46 +41,6 @@ def encode_documents(tok: Tokenizer, docs: Sequence[str], dtype: np.dtype) -> np
         out[pos + n] = tok.eot_id
         pos += n + 1
     return out
-
-
-def write_shard(
-    base: Path, split: str, docs: Sequence[str], tok: Tokenizer, meta: dict[str, Any], bar: tqdm | None = None
-) -> dict[str, Any]:
-    """Tokenize ``docs`` into ``<base>.<split>.bin`` and write its header; returns the header.
-
-    ``bar`` (optional) is advanced by the number of UTF-8 bytes tokenized.
-    """
-    bin_path, header_path = shard_paths(base, split)
-    dtype = dtype_for(tok.vocab_size)
-    h = hashlib.sha256()
-    count = n_bytes = 0
-    with atomic_path(bin_path) as tmp, open(tmp, "wb") as f:
-        for i in range(0, len(docs), BATCH_DOCS):
-            batch = docs[i : i + BATCH_DOCS]
-            arr = encode_documents(tok, batch, dtype)
-            raw = arr.astype(dtype.newbyteorder("<"), copy=False).tobytes()
-            f.write(raw)
-            h.update(raw)
-            count += len(arr)
-            batch_bytes = sum(len(d.encode("utf-8")) for d in batch)
-            n_bytes += batch_bytes
-            if bar is not None:
-                bar.update(batch_bytes)
-    header = {
-        "format": FORMAT,
-        "split": split,
-        "dtype": dtype.name,
-        "count": count,
-        "vocab_size": tok.vocab_size,
-        "eot_id": tok.eot_id,
-        "documents": len(docs),
-        "bytes": n_bytes,
-        "tokenizer_hash": tok.hash,
-        "sha256": h.hexdigest(),
-        **meta,
-    }
-    atomic_write_json(header_path, header)
-    return header
 
 
 def read_header(base: Path, split: str) -> dict[str, Any] | None:

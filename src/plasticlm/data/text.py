@@ -115,14 +115,18 @@ def decode_utf8(raw: bytes) -> tuple[str, int]:
 
 def blank_line_paragraphs(text: str) -> list[str]:
     """Split text on blank lines (lines holding only whitespace); each part stripped, empties dropped."""
-    parts: list[str] = []
+    return list(iter_paragraphs(text.splitlines()))
+
+
+def iter_paragraphs(lines: Iterable[str]) -> Iterator[str]:
+    """``blank_line_paragraphs`` over lines as they come (a file streamed line by line)."""
     cur: list[str] = []
-    for line in text.splitlines():
+    for line in lines:
         if line.strip():
             cur.append(line)
         elif cur:
-            parts.append("\n".join(cur).strip())
+            if part := "\n".join(cur).strip():
+                yield part
             cur = []
-    if cur:
-        parts.append("\n".join(cur).strip())
-    return [p for p in parts if p]
+    if cur and (part := "\n".join(cur).strip()):
+        yield part

@@ -34,6 +34,9 @@ class Source:
     """
 
     name: ClassVar[str] = ""
+    direct: ClassVar[bool] = False
+    """True when token shards are built from the source in place (text already on disk, or streamed), without
+    a docs.jsonl copy; False for sources extracted into the corpus cache first (build.py)."""
     references: ClassVar[tuple[str, ...]] = ()
     """Languages this source reads to build others (offered from the cache through ``open``'s reuse)."""
 
@@ -57,6 +60,13 @@ class Source:
 
     def documents(self, lang: str) -> Iterator[str]:
         raise NotImplementedError
+
+    def task_documents(self, lang: str, task: int, tasks: int) -> Iterator[str]:
+        """Documents of slice ``task`` of ``tasks`` (disjoint slices covering the language), streamed.
+        Default: every ``tasks``-th document; direct sources split by files and byte ranges or shards."""
+        for i, doc in enumerate(self.documents(lang)):
+            if i % tasks == task:
+                yield doc
 
     def provenance(self, lang: str) -> dict[str, Any]:
         """Where ``lang``'s documents came from (package versions, files, replacements); after documents()."""

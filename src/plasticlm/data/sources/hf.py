@@ -10,7 +10,12 @@ e.g. ``{vi = "vie_Latn"}``). Resolution:
   3. another local directory (parquet/json/text files) -> ``load_dataset(dir, data_dir=<config>)``
      when ``<config>/`` exists, else ``load_dataset(dir)`` (the path must then contain ``{lang}``);
   4. anything else is a hub name -> ``load_dataset(name, <config>, split=..., streaming=...)``.
-Reading stops after ``data.max_bytes_per_language`` UTF-8 bytes (required when streaming the hub).
+Reading stops after ``data.max_bytes_per_language`` UTF-8 bytes. Streaming the hub needs a bound:
+that cap, or token targets (``data.train_tokens`` and ``data.val_tokens``), where the shard build
+reads only until its targets are met. Token shards are built from the dataset as it is read
+(``direct``): build task k of n reads ``Dataset.shard(n, k)`` of a dataset on disk, or
+``datasets.distributed.split_dataset_by_node`` of a streamed one (whole files per task when the
+dataset has a multiple of n files, else every n-th record), in batches of ``BATCH_ROWS`` records.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from plasticlm.data.sources import Source
 from plasticlm.errors import DataError
 
 _SAVED_MARKERS = ("dataset_info.json", "state.json", "dataset_dict.json")
+BATCH_ROWS = 1000
 
 
 def _is_saved(path: Path) -> bool:
@@ -34,6 +40,7 @@ class HFSource(Source):
     """Documents from a Hugging Face dataset, one config (or directory) per language."""
 
     name = "hf"
+    direct = True
 
     def __init__(self, data):
         super().__init__(data)
@@ -83,10 +90,10 @@ class HFSource(Source):
                         "the same text; put one sub-directory per language or use {lang} in data.hf_dataset"
                     )
                 return datasets.load_dataset(str(path), split=d.hf_split, streaming=d.hf_streaming)
-            if d.hf_streaming and d.max_bytes_per_language <= 0:
+            if d.hf_streaming and d.max_bytes_per_language <= 0 and not (d.train_tokens and d.val_tokens):
                 raise DataError(
-                    f"{where}: streaming from the hub without a cap would read the whole dataset; set "
-                    "data.max_bytes_per_language (e.g. --set data.max_bytes_per_language=50000000)"
+                    f"{where}: streaming from the hub without a bound would read the whole dataset; set token "
+                    "targets (data.train_tokens and data.val_tokens) or data.max_bytes_per_language"
                 )
             return datasets.load_dataset(name, config, split=d.hf_split, streaming=d.hf_streaming)
         except DataError:
@@ -95,6 +102,9 @@ class HFSource(Source):
             raise DataError(f"{where} (config {config!r}, split {d.hf_split!r}) could not be loaded: {e}") from e
 
     def documents(self, lang: str) -> Iterator[str]:
+        yield from self.task_documents(lang, 0, 1)
+
+    def task_documents(self, lang: str, task: int, tasks: int) -> Iterator[str]:
         d = self.data
         ds = self._load(lang)
         columns = getattr(ds, "column_names", None)
@@ -103,18 +113,26 @@ class HFSource(Source):
                 f"language {lang!r}: dataset {d.hf_dataset!r} has no column {d.hf_text_field!r} "
                 f"(columns: {', '.join(columns)}); set data.hf_text_field"
             )
+        if tasks > 1:
+            import datasets
+            from datasets.distributed import split_dataset_by_node
+
+            if isinstance(ds, datasets.Dataset):
+                ds = ds.shard(num_shards=tasks, index=task, contiguous=True)
+            else:
+                ds = split_dataset_by_node(ds, rank=task, world_size=tasks)
         cap = d.max_bytes_per_language
-        total = 0
-        rows = 0
-        for row in ds:
-            text = row.get(d.hf_text_field)
-            if not isinstance(text, str):
-                continue
-            rows += 1
-            yield text
-            total += len(text.encode("utf-8"))
-            if 0 < cap <= total:
-                break
+        total = rows = 0
+        for batch in ds.iter(batch_size=BATCH_ROWS):
+            for text in batch.get(d.hf_text_field, []):
+                if not isinstance(text, str):
+                    continue
+                rows += 1
+                yield text
+                total += len(text.encode("utf-8"))
+                if 0 < cap <= total:
+                    self._stats[lang] = {"rows_read": rows}
+                    return
         self._stats[lang] = {"rows_read": rows}
 
     def provenance(self, lang: str) -> dict[str, Any]:
