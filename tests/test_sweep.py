@@ -191,3 +191,18 @@ def test_study_dir_accepts_new_default_keys_and_neutral_changes_but_not_others(t
     with pytest.raises(PlasticError, match=r"optim.lr.*differ"):
         init_study_dir(tiny_config("stream.allow_reuse=true", "optim.lr=0.5"), d)
     assert (d / "config.toml").read_text() == dumps_toml(tiny_config("stream.allow_reuse=true", "sweep.parallel=2"))
+
+
+def test_sweep_no_train_analyses_the_finished_runs_only(tmp_path, home):
+    from tests.studies import STUDY, _designed_run
+
+    root = tmp_path / "partial"
+    cfg = tiny_config(*STUDY[:-2], "sweep.presets=[200K, 390K, 670K]", f"sweep.out_dir={root}")
+    for spec in run_specs(cfg):
+        if spec.preset != "670K":  # the largest is still "training" elsewhere
+            _designed_run(spec.run_dir(root), spec.cfg, {"200K": 3, "390K": 5}[spec.preset])
+    summary = run_sweep(cfg, root, data=fake_data(), quiet=True, train=False)
+    codes = {r["preset"]: r["code"] for r in summary["onsets"]}
+    assert codes == {"200K": "onset", "390K": "onset", "670K": "not_finished"}
+    assert not (root / "runs" / "670K-s0-continual").exists()  # nothing was trained
+    assert "error" in summary["fit"] and (root / "sizes.csv").is_file()

@@ -365,8 +365,13 @@ def init_study_dir(cfg: Config, study_dir: Path) -> None:
 
 
 def run_sweep(cfg: Config, study_dir: str | Path | None = None, *, config_path: str | None = None,
-              parallel: int | None = None, quiet: bool = False, data: Any = None) -> dict[str, Any]:
-    """Train all runs, probe what is missing, detect onsets, fit; return a summary."""
+              parallel: int | None = None, quiet: bool = False, data: Any = None,
+              train: bool = True) -> dict[str, Any]:
+    """Train all runs, probe what is missing, detect onsets, fit; return a summary.
+
+    ``train=False`` analyses a study as it stands (one still training elsewhere, or one stopped
+    early): finished runs are probed where needed and enter onsets.csv, sizes.csv and fit.json;
+    the others are listed with code ``not_finished``."""
     study_dir = Path(study_dir or cfg.sweep.out_dir)
     init_study_dir(cfg, study_dir)
     log = StudyLog(study_dir, cfg, config_path)
@@ -374,11 +379,12 @@ def run_sweep(cfg: Config, study_dir: str | Path | None = None, *, config_path: 
     vocab = data.vocab_size if data is not None else _vocab_size(cfg, quiet)
     log.runs(specs, study_dir, vocab)
 
-    t0 = time.perf_counter()
-    log.stage("train", "running")
-    train_runs(specs, study_dir, parallel or cfg.sweep.parallel, quiet, data)
-    log.stage("train", "done", time.perf_counter() - t0)
-    log.runs(specs, study_dir, vocab)
+    if train:
+        t0 = time.perf_counter()
+        log.stage("train", "running")
+        train_runs(specs, study_dir, parallel or cfg.sweep.parallel, quiet, data)
+        log.stage("train", "done", time.perf_counter() - t0)
+        log.runs(specs, study_dir, vocab)
 
     t0 = time.perf_counter()
     log.stage("probe", "running")

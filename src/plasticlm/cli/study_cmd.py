@@ -58,7 +58,7 @@ def run_sweep_cmd(args) -> int:
 
     cfg = load_config(args.config, args.overrides)
     summary = run_sweep(cfg, args.out_dir, config_path=args.config, parallel=args.parallel,
-                        quiet=args.quiet or args.json)
+                        quiet=args.quiet or args.json, train=not args.no_train)
     if args.json:
         print_json(summary)
     else:
@@ -106,6 +106,9 @@ def register(sub) -> None:
     s.add_argument("--out-dir", help="study directory (default: sweep.out_dir)")
     s.add_argument("--parallel", type=positive_int, default=None, help="runs trained at once (default: sweep.parallel)")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
+    s.add_argument("--no-train", action="store_true",
+                   help="train nothing: analyse the finished runs as they stand (a study still running or stopped "
+                   "early); the others are listed as not_finished")
     add_json(s)
     s.set_defaults(func=run_sweep_cmd)
 
