@@ -36,7 +36,7 @@ def _print_onsets(summary: dict) -> None:
                       "onset (tasks)": _onset_cell(z["onset_task_index"], z["code"], z["lower_bound_task_index"]),
                       "95% CI (runs)": "-" if z["runs_ci95_low"] is None
                       else f"[{z['runs_ci95_low']}, {z['runs_ci95_high']}]",
-                      "seeds' onsets": z["seed_onsets"] or "-",
+                      "seeds' onsets": ", ".join(x or "none" for x in (z["seed_onsets"] or "").split(";")),
                       "agree": "yes" if z["seeds_agree"] else "no"} for z in sizes],
                     ["size", "stream", "seeds", "onset (tasks)", "95% CI (runs)", "seeds' onsets", "agree"])
 
