@@ -1,33 +1,33 @@
-"""Headless Chromium for tests: find it (or install Debian's package where missing) and drive it over
-the Chrome DevTools Protocol with a small standard-library WebSocket client (no pip dependency).
+"""Headless Chromium for tests, driven by Selenium through Debian's chromedriver.
 
-``ensure_chromium()`` returns the binary, installing ``chromium`` with apt-get once (as root, under
-a file lock, ``apt-get update`` only when apt knows no candidate), or skips the test with the
-reason; with ``PLASTICLM_REQUIRE_BROWSER=1`` it fails instead of skipping, for CI that must run it.
+``ensure_chromium()`` returns the Chromium binary and its chromedriver, installing Debian's
+``chromium`` and ``chromium-driver`` packages with apt-get where missing (once, as root, under a
+file lock; ``apt-get update`` only when apt knows no candidate), or skips the test with the reason;
+with ``PLASTICLM_REQUIRE_BROWSER=1`` it fails instead of skipping, for CI that must run it. Both
+paths are given to Selenium explicitly, so Selenium Manager never downloads a browser or driver.
 ``Chromium`` starts a headless browser; ``Chromium.open(url)`` loads a page and returns what a
-test needs: image load states, console errors, exceptions, log errors and every requested URL.
+test needs: image load states, console errors, exceptions, log errors and every requested URL
+(the browser and performance logs of chromedriver).
 """
 
 from __future__ import annotations
 
 import base64
-import contextlib
 import fcntl
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import pytest
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+DRIVERS = ("chromedriver", "/usr/lib/chromium/chromedriver")
+PACKAGES = ("chromium", "chromium-driver")  # Debian's names
 INSTALL_LOCK = Path(tempfile.gettempdir()) / "plasticlm-chromium-install.lock"
 
 
@@ -37,6 +37,14 @@ def find_chromium() -> str | None:
         if path:
             return path
     return "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
+
+
+def find_chromedriver() -> str | None:
+    for name in DRIVERS:
+        path = shutil.which(name) or (name if Path(name).is_file() and os.access(name, os.X_OK) else None)
+        if path:
+            return path
+    return None
 
 
 def _unavailable(reason: str) -> None:
@@ -55,118 +63,42 @@ def _apt_has_candidate(package: str) -> bool:
     return "Candidate:" in out and "Candidate: (none)" not in out
 
 
-def ensure_chromium() -> str:
-    """A Chromium binary, installed with apt-get where missing (root on Debian); else skip with why."""
-    path = find_chromium()
-    if path:
-        return path
+def _missing() -> list[str]:
+    return [pkg for pkg, found in zip(PACKAGES, (find_chromium(), find_chromedriver())) if not found]
+
+
+def ensure_chromium() -> tuple[str, str]:
+    """(chromium, chromedriver), installed with apt-get where missing (root on Debian); else skip with why."""
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        _unavailable("selenium is not installed: pip install -e '.[dev]'")
+    missing = _missing()
+    if not missing:
+        return find_chromium(), find_chromedriver()
+    what = " and ".join(missing)
     if not hasattr(os, "geteuid") or os.geteuid() != 0:
-        _unavailable("chromium is not installed and installing it needs root: run `sudo apt-get install chromium`")
+        _unavailable(f"{what} not installed and installing needs root: run `sudo apt-get install {' '.join(missing)}`")
     if not shutil.which("apt-get"):
-        _unavailable("chromium is not installed and there is no apt-get to install it with")
+        _unavailable(f"{what} not installed and there is no apt-get to install with")
     with INSTALL_LOCK.open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent session installs it once; the others wait here
-        path = find_chromium()
-        if path:
-            return path
-        try:
-            if not _apt_has_candidate("chromium"):
-                done = _apt(["update"], timeout=600)
-                if done.returncode != 0:
-                    _unavailable(f"`apt-get update` failed: {done.stderr.strip()[-500:]}")
-            done = _apt(["install", "-y", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=300", "chromium"],
-                        timeout=1500)
-        except subprocess.TimeoutExpired as e:
-            _unavailable(f"installing chromium timed out ({e})")
-        if done.returncode != 0:
-            _unavailable(f"`apt-get install chromium` failed: {done.stderr.strip()[-500:]}")
-    path = find_chromium()
-    if not path:
-        _unavailable("apt-get installed chromium but no chromium binary is on PATH")
-    return path
-
-
-# --------------------------------------------------------------------------------------------
-# A minimal WebSocket client (RFC 6455: client frames masked, text messages, ping/pong, close)
-# --------------------------------------------------------------------------------------------
-
-
-class WebSocket:
-    def __init__(self, url: str, timeout: float = 30.0):
-        u = urlparse(url)
-        self.sock = socket.create_connection((u.hostname, u.port), timeout=timeout)
-        key = base64.b64encode(os.urandom(16)).decode()
-        self.sock.sendall((f"GET {u.path} HTTP/1.1\r\nHost: {u.hostname}:{u.port}\r\nUpgrade: websocket\r\n"
-                           f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
-                           ).encode())
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = self.sock.recv(4096)
-            if not chunk:
-                raise ConnectionError("websocket handshake: connection closed")
-            head += chunk
-        head, self.buf = head.split(b"\r\n\r\n", 1)
-        if b" 101 " not in head.split(b"\r\n", 1)[0]:
-            raise ConnectionError(f"websocket handshake refused: {head[:200]!r}")
-
-    def _frame(self, opcode: int, data: bytes) -> None:
-        n = len(data)
-        head = bytes([0x80 | opcode])
-        if n < 126:
-            head += bytes([0x80 | n])
-        elif n < 1 << 16:
-            head += bytes([0x80 | 126]) + n.to_bytes(2, "big")
-        else:
-            head += bytes([0x80 | 127]) + n.to_bytes(8, "big")
-        mask = os.urandom(4)
-        masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
-        self.sock.sendall(head + mask + masked)
-
-    def send(self, text: str) -> None:
-        self._frame(0x1, text.encode())
-
-    def _exact(self, n: int) -> bytes:
-        while len(self.buf) < n:
-            chunk = self.sock.recv(max(65536, n - len(self.buf)))
-            if not chunk:
-                raise ConnectionError("websocket closed")
-            self.buf += chunk
-        out, self.buf = self.buf[:n], self.buf[n:]
-        return out
-
-    def recv(self) -> str:
-        parts: list[bytes] = []
-        while True:
-            b0, b1 = self._exact(2)
-            n = b1 & 0x7F
-            if n == 126:
-                n = int.from_bytes(self._exact(2), "big")
-            elif n == 127:
-                n = int.from_bytes(self._exact(8), "big")
-            mask = self._exact(4) if b1 & 0x80 else None
-            data = self._exact(n)
-            if mask:
-                data = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
-            opcode = b0 & 0x0F
-            if opcode == 0x9:  # ping
-                self._frame(0xA, data)
-                continue
-            if opcode == 0x8:
-                raise ConnectionError("websocket closed by the browser")
-            if opcode in (0x0, 0x1, 0x2):
-                parts.append(data)
-                if b0 & 0x80:
-                    return b"".join(parts).decode()
-
-    def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._frame(0x8, b"")
-        self.sock.close()
-
-
-# --------------------------------------------------------------------------------------------
-# Chrome DevTools Protocol
-# --------------------------------------------------------------------------------------------
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a concurrent session installs once; the others wait here
+        missing = _missing()
+        if missing:
+            try:
+                if not all(_apt_has_candidate(p) for p in missing):
+                    done = _apt(["update"], timeout=600)
+                    if done.returncode != 0:
+                        _unavailable(f"`apt-get update` failed: {done.stderr.strip()[-500:]}")
+                done = _apt(["install", "-y", "--no-install-recommends", "-o", "DPkg::Lock::Timeout=300", *missing],
+                            timeout=1500)
+            except subprocess.TimeoutExpired as e:
+                _unavailable(f"installing {what} timed out ({e})")
+            if done.returncode != 0:
+                _unavailable(f"`apt-get install {' '.join(missing)}` failed: {done.stderr.strip()[-500:]}")
+    if _missing():
+        _unavailable(f"apt-get installed {what} but {' and '.join(_missing())} is still not found")
+    return find_chromium(), find_chromedriver()
 
 
 @dataclass
@@ -187,35 +119,28 @@ class PageLoad:
 
 
 class Chromium:
-    """A headless Chromium process and a DevTools connection to it (use as a context manager)."""
+    """A headless Chromium under chromedriver (use as a context manager)."""
 
-    def __init__(self, binary: str, workdir: Path, timeout: float = 30.0):
+    def __init__(self, binaries: tuple[str, str], workdir: Path, timeout: float = 120.0):
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        binary, driver = binaries
         self.workdir = Path(workdir)
-        self.timeout = timeout
-        profile = self.workdir / "profile"
-        profile.mkdir(parents=True, exist_ok=True)
-        self.log = (self.workdir / "chromium.log").open("wb")
-        self.proc = subprocess.Popen(
-            [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
-             "--disable-sync", "--disable-extensions", "--disable-dev-shm-usage", "--hide-scrollbars",
-             f"--user-data-dir={profile}", "--remote-debugging-port=0", "about:blank"],
-            stdout=self.log, stderr=subprocess.STDOUT)
-        port_file = profile / "DevToolsActivePort"
-        deadline = time.monotonic() + timeout
-        while not (port_file.exists() and len(port_file.read_text().split()) >= 2):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.close()
-                raise RuntimeError(f"chromium did not start; its output: {self._log_tail()}")
-            time.sleep(0.05)
-        port, path = port_file.read_text().split()[:2]
-        self.ws = WebSocket(f"ws://127.0.0.1:{port}{path}", timeout)
-        self.next_id = 0
-        self.pending: list[dict[str, Any]] = []
-
-    def _log_tail(self) -> str:
-        self.log.flush()
-        return (self.workdir / "chromium.log").read_text(errors="replace")[-2000:]
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = binary
+        for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                    "--no-default-browser-check", "--disable-background-networking", "--disable-component-update",
+                    "--disable-sync", "--disable-extensions", "--disable-dev-shm-usage", "--hide-scrollbars",
+                    f"--user-data-dir={self.workdir / 'profile'}"):
+            opts.add_argument(arg)
+        # browser log: console messages, uncaught exceptions, failed loads; performance log: DevTools
+        # Network events, i.e. every request the page made
+        opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+        service = Service(executable_path=driver, log_output=str(self.workdir / "chromedriver.log"))
+        self.driver = webdriver.Chrome(options=opts, service=service)
+        self.driver.set_page_load_timeout(timeout)
+        self.driver.get("about:blank")  # leave whatever start page the browser opened
 
     def __enter__(self) -> Chromium:
         return self
@@ -224,82 +149,37 @@ class Chromium:
         self.close()
 
     def close(self) -> None:
-        if getattr(self, "ws", None) is not None:
-            self.ws.close()
-            self.ws = None
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log.close()
-
-    def call(self, method: str, params: dict | None = None, session: str | None = None) -> dict[str, Any]:
-        self.next_id += 1
-        msg: dict[str, Any] = {"id": self.next_id, "method": method, "params": params or {}}
-        if session:
-            msg["sessionId"] = session
-        self.ws.send(json.dumps(msg))
-        while True:
-            reply = json.loads(self.ws.recv())
-            if reply.get("id") == self.next_id:
-                if "error" in reply:
-                    raise RuntimeError(f"{method}: {reply['error']}")
-                return reply.get("result", {})
-            self.pending.append(reply)
-
-    def wait_event(self, method: str, session: str) -> dict[str, Any]:
-        deadline = time.monotonic() + self.timeout
-        while True:
-            for i, ev in enumerate(self.pending):
-                if ev.get("method") == method and ev.get("sessionId") == session:
-                    return self.pending.pop(i)
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"no {method} within {self.timeout} s")
-            self.pending.append(json.loads(self.ws.recv()))
+        if getattr(self, "driver", None) is not None:
+            self.driver.quit()
+            self.driver = None
 
     def open(self, url: str, width: int = 1280, height: int = 900, screenshot: bool = False) -> PageLoad:
-        """Load ``url`` in a new tab; collect image states, errors and requests; optionally a full-page PNG."""
-        target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
-        session = self.call("Target.attachToTarget", {"targetId": target, "flatten": True})["sessionId"]
-        try:
-            for domain in ("Page", "Runtime", "Log", "Network"):
-                self.call(f"{domain}.enable", session=session)
-            self.call("Emulation.setDeviceMetricsOverride",
-                      {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False}, session)
-            self.pending.clear()
-            self.call("Page.navigate", {"url": url}, session)
-            self.wait_event("Page.loadEventFired", session)
-            js = ("JSON.stringify(Array.from(document.images).map(i => ({src: i.getAttribute('src'), "
-                  "complete: i.complete, width: i.naturalWidth, height: i.naturalHeight})))")
-            value = self.call("Runtime.evaluate", {"expression": js, "returnByValue": True}, session)["result"]["value"]
-            load = PageLoad(json.loads(value))
-            if screenshot:
-                size = self.call("Page.getLayoutMetrics", session=session)["cssContentSize"]
-                shot = self.call("Page.captureScreenshot", {
-                    "format": "png", "captureBeyondViewport": True,
-                    "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}}, session)
-                load.screenshot = base64.b64decode(shot["data"])
-            self.call("Runtime.evaluate", {"expression": "1"}, session)  # events sent before this have arrived
-            for ev in self.pending:
-                if ev.get("sessionId") != session:
-                    continue
-                p = ev.get("params", {})
-                method = ev.get("method")
-                if method == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                    load.console_errors.append(" ".join(str(a.get("value", a.get("description", "")))
-                                                        for a in p.get("args", [])))
-                elif method == "Runtime.exceptionThrown":
-                    d = p.get("exceptionDetails", {})
-                    load.exceptions.append(d.get("exception", {}).get("description") or d.get("text", ""))
-                elif method == "Log.entryAdded" and p.get("entry", {}).get("level") == "error":
-                    e = p["entry"]
-                    load.log_errors.append(f"{e.get('text')} ({e.get('url', '')})")
-                elif method == "Network.requestWillBeSent":
-                    load.requests.append(p["request"]["url"])
-            self.pending.clear()
-            return load
-        finally:
-            self.call("Target.closeTarget", {"targetId": target})
+        """Load ``url``; collect image states, errors and requests; optionally a full-page PNG."""
+        d = self.driver
+        d.get_log("browser")  # drop what earlier pages left
+        d.get_log("performance")
+        d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                          {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": False})
+        d.get(url)  # returns after the load event
+        images = d.execute_script(
+            "return Array.from(document.images).map(i => ({src: i.getAttribute('src'), complete: i.complete, "
+            "width: i.naturalWidth, height: i.naturalHeight}))")
+        load = PageLoad(images)
+        if screenshot:
+            size = d.execute_cdp_cmd("Page.getLayoutMetrics", {})["cssContentSize"]
+            shot = d.execute_cdp_cmd("Page.captureScreenshot", {
+                "format": "png", "captureBeyondViewport": True,
+                "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}})
+            load.screenshot = base64.b64decode(shot["data"])
+        for entry in d.get_log("browser"):
+            if entry["level"] != "SEVERE":
+                continue
+            source = entry.get("source")
+            target = {"console-api": load.console_errors, "javascript": load.exceptions}.get(source, load.log_errors)
+            target.append(entry["message"])
+        for entry in d.get_log("performance"):  # requests made for this document (not for the start page)
+            msg = json.loads(entry["message"])["message"]
+            if msg.get("method") == "Network.requestWillBeSent" and msg["params"].get("documentURL") == url:
+                load.requests.append(msg["params"]["request"]["url"])
+        d.get("about:blank")
+        return load
