@@ -12,13 +12,15 @@ Per run and diagnostic column d (every numeric ``diag/...`` key):
   the earliest minimum, censoring codes) applied to s * d, where s = +1 if d's Spearman correlation
   with dAUC is >= 0 and -1 otherwise. That is: a diagnostic that rises with the probe score turns
   where its smoothed curve is lowest, one that falls with it where its smoothed curve is highest:
-  the diagnostic's own "onset", oriented the way it co-moves with the score. A monotone diagnostic
-  has its extremum at an end of the curve, so it gets ``left_censored`` or ``still_improving``
-  (no change point) exactly as a monotone score does.
+  the diagnostic's own "onset", oriented the way it co-moves with the score. A change point is
+  only an interior extremum (code ``onset``): a monotone diagnostic has its extremum at an end of
+  its smoothed curve (code ``left_censored`` or ``still_improving``, which of the two depends only on
+  the orientation) and so has no change point.
 - **Lead/lag** = change point - onset of the probe score (``find_onset`` on dAUC over all probe
   points), in task instances: negative = the diagnostic turns *before* the score does (it leads).
-  Defined when both have a task index (codes ``onset`` or ``left_censored``); ``censored`` is True
-  when either is left-censored (then the difference is not exact).
+  Defined when the diagnostic has a change point and the score an onset (``onset`` or, as the paper
+  counts them, ``left_censored``); ``censored`` is True when the onset is left-censored (the true
+  onset may be earlier, so the lead/lag may be smaller in magnitude or of the other sign).
 
 Pooled over runs (sizes and seeds): the mean Spearman correlation and the mean lead/lag over the
 runs that have them, each with a percentile bootstrap 95% CI over runs (runs drawn with
@@ -107,10 +109,12 @@ def analyse_run(diag_rows: list[dict[str, Any]], probe_rows: list[dict[str, Any]
         ok = np.isfinite(y)
         if rho is not None and ok.sum() >= 1:
             cp = change_point(dx[ok], y[ok], 1.0 if rho >= 0 else -1.0, window)
-            res["change_point"], res["code"] = cp.onset_task_index, cp.code
-            if cp.onset_task_index is not None and onset_x is not None:
-                res["lead"] = float(cp.onset_task_index - onset_x)
-                res["censored"] = cp.code == "left_censored" or onset.code == "left_censored"
+            res["code"] = cp.code
+            if cp.code == "onset":
+                res["change_point"] = cp.onset_task_index
+                if onset_x is not None:
+                    res["lead"] = float(cp.onset_task_index - onset_x)
+                    res["censored"] = onset.code == "left_censored"
         out[col] = res
     return {"onset_task_index": onset_x, "onset_code": None if onset is None else onset.code,
             "points": int(dx.size), "columns": out}

@@ -153,8 +153,8 @@ def _correlation_table(runs: list[RunData], n_boot: int) -> list[Block]:
                   f"minimum of its window-{WINDOW} moving average; of its negative when rho < 0, so a diagnostic "
                   "that falls as the score rises turns at its maximum). Lead/lag = change point - onset of the "
                   "probe score, in task instances: negative means the diagnostic turns before the probe score "
-                  "does. A monotone diagnostic has no interior extremum and no lead/lag. Censored: runs whose "
-                  "change point or onset is left-censored (the difference is then not exact). CIs: percentile "
+                  "does. A monotone diagnostic has no interior extremum, so no change point and no lead/lag. "
+                  "Censored: runs whose onset is left-censored (the difference is then not exact). CIs: percentile "
                   "bootstrap over runs ('-' with fewer than 2). Rows by decreasing |rho|; per-head and "
                   "per-tensor columns are in diagnostics.jsonl and `plasticlm diagnose RUN_DIR --json`."),
     ]
