@@ -83,6 +83,41 @@ def _first_reaching(fractions: torch.Tensor, level: float) -> int:
     return int((fractions < level - _CUMSUM_TOL).sum().item()) + 1
 
 
+def _effective_rank(s: torch.Tensor) -> float:
+    total = s.sum()
+    if total == 0:
+        return 0.0
+    p = s / total
+    return math.exp(-torch.special.xlogy(p, p).sum().item())
+
+
+def _srank(s: torch.Tensor, delta: float) -> int:
+    if s.sum() == 0:
+        return 0
+    return _first_reaching(s.cumsum(0) / s.sum(), 1.0 - delta)
+
+
+def _approximate_rank(s: torch.Tensor, threshold: float) -> int:
+    s2 = s.square()
+    if s2.sum() == 0:
+        return 0
+    return _first_reaching(s2.cumsum(0) / s2.sum(), threshold)
+
+
+def _stable_rank(s: torch.Tensor) -> float:
+    return 0.0 if s[0] == 0 else (s.square().sum() / s[0].square()).item()
+
+
+def _check_delta(delta: float) -> None:
+    if not 0.0 <= delta < 1.0:
+        raise PlasticError(f"srank needs 0 <= delta < 1, got {delta}")
+
+
+def _check_threshold(threshold: float) -> None:
+    if not 0.0 < threshold <= 1.0:
+        raise PlasticError(f"approximate_rank needs 0 < threshold <= 1, got {threshold}")
+
+
 def effective_rank(h: torch.Tensor) -> RankResult:
     """exp of the entropy of the normalised singular values: p_k = sigma_k / sum sigma,
     erank = exp(-sum p_k ln p_k) with 0 ln 0 = 0; in [1, min(n, d)].
@@ -90,13 +125,7 @@ def effective_rank(h: torch.Tensor) -> RankResult:
     Roy & Vetterli 2007, "The effective rank"; used by Dohare et al. 2024 (Nature, arXiv 2306.13812).
     A zero matrix has no spectrum: its value is 0.
     """
-    s = singular_values(h)
-    total = s.sum()
-    if total == 0:
-        return _result(0.0, h)
-    p = s / total
-    entropy = -torch.special.xlogy(p, p).sum()
-    return _result(math.exp(entropy.item()), h)
+    return _result(_effective_rank(singular_values(h)), h)
 
 
 def srank(h: torch.Tensor, delta: float = 0.01) -> RankResult:
@@ -105,12 +134,8 @@ def srank(h: torch.Tensor, delta: float = 0.01) -> RankResult:
     Kumar et al. 2020, "Implicit under-parameterization" (arXiv 2010.14498). Dohare et al.'s code
     calls this "stable rank"; it is not (see ``stable_rank``). A zero matrix gives 0.
     """
-    if not 0.0 <= delta < 1.0:
-        raise PlasticError(f"srank needs 0 <= delta < 1, got {delta}")
-    s = singular_values(h)
-    if s.sum() == 0:
-        return _result(0, h)
-    return _result(_first_reaching(s.cumsum(0) / s.sum(), 1.0 - delta), h)
+    _check_delta(delta)
+    return _result(_srank(singular_values(h), delta), h)
 
 
 def approximate_rank(h: torch.Tensor, threshold: float = 0.99) -> RankResult:
@@ -118,20 +143,24 @@ def approximate_rank(h: torch.Tensor, threshold: float = 0.99) -> RankResult:
 
     Dohare et al. 2024 (arXiv 2306.13812), "approximate rank". A zero matrix gives 0.
     """
-    if not 0.0 < threshold <= 1.0:
-        raise PlasticError(f"approximate_rank needs 0 < threshold <= 1, got {threshold}")
-    s2 = singular_values(h).square()
-    if s2.sum() == 0:
-        return _result(0, h)
-    return _result(_first_reaching(s2.cumsum(0) / s2.sum(), threshold), h)
+    _check_threshold(threshold)
+    return _result(_approximate_rank(singular_values(h), threshold), h)
 
 
 def stable_rank(h: torch.Tensor) -> RankResult:
     """sum sigma^2 / sigma_1^2 = ||H||_F^2 / ||H||_2^2 (Rudelson & Vershynin 2007). A zero matrix gives 0."""
+    return _result(_stable_rank(singular_values(h)), h)
+
+
+def rank_metrics(h: torch.Tensor, delta: float = 0.01, threshold: float = 0.99) -> dict[str, RankResult]:
+    """All four rank metrics from one SVD: {"effective_rank", "srank", "approximate_rank",
+    "stable_rank"}, each equal to its function above (which would each take their own SVD)."""
+    _check_delta(delta)
+    _check_threshold(threshold)
     s = singular_values(h)
-    if s[0] == 0:
-        return _result(0.0, h)
-    return _result((s.square().sum() / s[0].square()).item(), h)
+    return {"effective_rank": _result(_effective_rank(s), h), "srank": _result(_srank(s, delta), h),
+            "approximate_rank": _result(_approximate_rank(s, threshold), h),
+            "stable_rank": _result(_stable_rank(s), h)}
 
 
 # --------------------------------------------------------------------------------------------

@@ -400,8 +400,9 @@ def _worker(args: tuple[str, str, int]) -> dict[str, Any]:
     return probe_checkpoint(run_dir, name, threads=threads)
 
 
-def pending_checkpoints(run_dir: str | Path, checkpoint: str | None = None) -> list[str]:
-    """Checkpoints at the run's probe points (or the one named) that have no probe row yet."""
+def pending_checkpoints(run_dir: str | Path, checkpoint: str | None = None, log: str = "probes.jsonl") -> list[str]:
+    """Checkpoints at the run's probe points (or the one named) that have no row yet in ``log``
+    (probes.jsonl; `plasticlm diagnose` passes diagnostics.jsonl)."""
     from plasticlm.checkpoint import list_checkpoints
     from plasticlm.config import load_config
     from plasticlm.errors import PlasticError
@@ -434,7 +435,7 @@ def pending_checkpoints(run_dir: str | Path, checkpoint: str | None = None) -> l
         wanted = [n for n, m in saved.items() if m["task_index"] in points]
     else:
         wanted = []
-    done = {r["checkpoint"] for r in read_jsonl(run_dir / "probes.jsonl")}
+    done = {r["checkpoint"] for r in read_jsonl(run_dir / log)}
     return [n for n in sorted(wanted) if n not in done]
 
 

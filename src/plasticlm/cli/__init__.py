@@ -25,6 +25,7 @@ COMMAND_MODULES = (
     "plasticlm.cli.corpus",
     "plasticlm.cli.train_cmd",
     "plasticlm.cli.probe_cmd",
+    "plasticlm.cli.diagnose_cmd",
     "plasticlm.cli.onset_cmd",
     "plasticlm.cli.fit_cmd",
     "plasticlm.cli.plan_cmd",

@@ -98,6 +98,8 @@ class RunData:
     info: dict[str, Any] = field(default_factory=dict)
     metrics: list[dict[str, Any]] = field(default_factory=list)
     probes: list[dict[str, Any]] = field(default_factory=list)
+    diagnostics: list[dict[str, Any]] = field(default_factory=list)
+    """diagnostics.jsonl rows (`plasticlm diagnose`), one per diagnosed checkpoint."""
     onset: RunOnset | None = None
     exists: bool = True
 
@@ -257,6 +259,7 @@ def _load_run(inp: ReportInput, entry: dict[str, Any], path: Path, rel: str) -> 
         inp.problems.append(inp.rel(f"run {run.name}: config.toml: {e}"))
     run.info = _read(inp, path / "run.json", "run.json") or {}
     run.metrics = read_jsonl(path / "metrics.jsonl")
+    run.diagnostics = read_jsonl(path / "diagnostics.jsonl")
     try:
         run.probes = load_probes(path)
     except (KeyError, TypeError, ValueError, ZeroDivisionError) as e:

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from plasticlm.report import figures as F
+from plasticlm.report.diagnostics_section import diagnostics
 from plasticlm.report.html import Block, Bullets, Image, Note, Paragraph, Section, Table
 from plasticlm.report.load import WINDOW, ReportInput, RunData, SizeOnset
 from plasticlm.units import num, si
@@ -659,7 +660,7 @@ def summary(ctx: Context, skipped: list[Skipped]) -> Section:
 
 
 SECTIONS: list[Callable[[Context], Section | Skipped | None]] = [
-    probe_scores, onsets, scaling, stationary, val_bpb, scratch, runs_table, problems,
+    probe_scores, onsets, scaling, stationary, val_bpb, scratch, diagnostics, runs_table, problems,
 ]
 """Body sections in page order (the summary comes first and is written last)."""
 
