@@ -86,7 +86,7 @@ def test_cli_defaults_are_the_options_defaults():
 
 
 def test_diagnostics_of_a_model_agree_with_direct_computations(tmp_path, data):
-    cfg = tiny_config()
+    cfg = tiny_config("stream.allow_reuse=true")
     t = Trainer(cfg, tmp_path / "r", data, quiet=True)
     model = t.model  # the run's fresh initialisation: drift from the rebuilt theta_0 is exactly 0
     with torch.no_grad():  # five dead MLP units in block 0: zero incoming weights, bias far below GeLU's knee
