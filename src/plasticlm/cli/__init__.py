@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "plasticlm.cli.plan_cmd",
     "plasticlm.cli.study_cmd",
     "plasticlm.cli.report_cmd",
+    "plasticlm.cli.mitigations_cmd",
 )
 
 
