@@ -20,12 +20,12 @@ from plasticlm.config import OptimConfig, from_dict, to_dict
 from plasticlm.data.stream import Task
 from plasticlm.diagnostics import dormant_mask
 from plasticlm.errors import ConfigError, PlasticError
-from plasticlm.mitigations import REGISTRY, build, describe_methods, parse_config, parse_mitigations
+from plasticlm.mitigations import REGISTRY, build, build_all, describe_methods, parse_config, parse_mitigations
 from plasticlm.mitigations.fire import newton_schulz
 from plasticlm.mitigations.units import bias_corrected, reset_optimizer_entries, reset_units, select_units
 from plasticlm.mitigations.upgd import UPGD
 from plasticlm.mitigations.weight_clip import init_bound
-from plasticlm.model import GPT, from_preset, param_init
+from plasticlm.model import GPT, flops_per_token, from_preset, param_init
 from plasticlm.optim import build_optimizer, reset_optimizer_state
 
 VOCAB, SEQ, BATCH, LR = 64, 16, 4, 1e-2
@@ -548,6 +548,7 @@ ACTIVE = {
 
 @pytest.fixture(scope="module")
 def baseline():
+    torch.set_num_threads(1)  # as the tests (conftest); a module fixture runs before that autouse fixture
     model, opt = tiny("3K")
     rng = torch.get_rng_state()
     train(model, opt, [], batches(6))
@@ -635,3 +636,46 @@ def test_each_active_method_changes_training(name, baseline):
 def test_loading_a_state_without_generator_is_an_error():
     with pytest.raises(PlasticError, match="no generator"):
         build("cbp").load_state_dict({})
+
+
+def test_all_methods_compose_in_hook_order_noop_together_and_resume_together(baseline):
+    noop = build_all({n: {**ACTIVE[n], **REGISTRY[n][0].NOOP} for n in reversed(NAMES)})
+    assert [m.name for m in noop] == list(REGISTRY)
+    model, opt = tiny("3K")
+    train(model, opt, noop, batches(6))
+    assert_same_tensors(weights(model), baseline[0])
+
+    data = batches(8)
+    model, opt = tiny("3K")
+    active = build_all({n: ACTIVE[n] for n in NAMES}, seed=5)
+    train(model, opt, active, data[:3])
+    saved = [m.state_dict() for m in active]
+    buf = io.BytesIO()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "mits": saved}, buf)
+    train(model, opt, active, data[3:], start=3, fit_start=False)
+    state = torch.load(io.BytesIO(buf.getvalue()), weights_only=False)
+    model2, opt2 = tiny("3K", seed=1)
+    model2.load_state_dict(state["model"])
+    opt2.load_state_dict(state["opt"])
+    active2 = build_all({n: ACTIVE[n] for n in NAMES}, seed=6)
+    for m, s in zip(active2, state["mits"]):
+        m.load_state_dict(s)
+        m.on_fit_start(model2, opt2)
+    train(model2, opt2, active2, data[3:], start=3, fit_start=False)
+    for m in active + active2:
+        m.close()
+    assert_same_tensors(weights(model2), weights(model))
+
+
+def test_extra_flops_follow_the_stated_counts():
+    c = from_preset("25K", vocab_size=VOCAB, seq_len=SEQ)
+    tokens = BATCH * SEQ
+    redo = build("redo", {"every": 10})
+    assert redo.extra_flops_per_step(c, tokens, 50) == pytest.approx(flops_per_token(c) / 3 * tokens / 10)
+    per_step = build("shrink_perturb", {"at": "step"}).extra_flops_per_step(c, tokens, 50)
+    assert build("shrink_perturb", {"at": "task"}).extra_flops_per_step(c, tokens, 50) == pytest.approx(per_step / 50)
+    fire1 = build("fire", {"every_tasks": 1}).extra_flops_per_step(c, tokens, 50)
+    assert build("fire", {"every_tasks": 2}).extra_flops_per_step(c, tokens, 50) == pytest.approx(fire1 / 2)
+    cbp = build("cbp")
+    assert cbp.extra_flops_per_step(c, 2 * tokens, 50) > cbp.extra_flops_per_step(c, tokens, 50)
+    assert build("replay").extra_flops_per_step(c, tokens, 50) == 0.0  # replayed tokens replace fresh ones
