@@ -173,6 +173,24 @@ def flops_per_token(c: GPTConfig) -> int:
     return 6 * n + 12 * c.n_layer * c.n_head * c.head_dim * c.seq_len
 
 
+def param_init(c: GPTConfig, name: str) -> tuple[str, float]:
+    """How parameter ``name`` (as in ``GPT.named_parameters``) is initialised: ("normal", std) for
+    N(0, std), or ("constant", value). The table of the module docstring: embeddings, attn.qkv and
+    mlp.fc weights N(0, init_std); attn.proj and mlp.proj weights N(0, init_std / sqrt(2 L));
+    linear biases 0; LayerNorm weight 1 and bias 0."""
+    parts = name.split(".")
+    if len(parts) < 2 or parts[-1] not in ("weight", "bias"):
+        raise PlasticError(f"{name!r} is not a parameter name of the plasticlm GPT (e.g. 'blocks.0.mlp.fc.weight')")
+    module, leaf = parts[-2], parts[-1]
+    if module in ("ln_1", "ln_2", "ln_f"):
+        return ("constant", 1.0 if leaf == "weight" else 0.0)
+    if leaf == "bias":
+        return ("constant", 0.0)
+    if module == "proj":  # attn.proj and mlp.proj: the residual projections
+        return ("normal", c.init_std / math.sqrt(2 * c.n_layer))
+    return ("normal", c.init_std)
+
+
 # --------------------------------------------------------------------------------------------
 # Modules
 # --------------------------------------------------------------------------------------------
@@ -232,22 +250,17 @@ class GPT(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """The init of the table in the module docstring (deterministic given torch's RNG)."""
-        std = self.config.init_std
-        resid_std = std / math.sqrt(2 * self.config.n_layer)
-        for name, module in self.named_modules():
-            if isinstance(module, nn.Linear):
-                if name.endswith("attn.proj") or name.endswith("mlp.proj"):
-                    nn.init.normal_(module.weight, 0.0, resid_std)
-                elif module is not self.lm_head:
-                    nn.init.normal_(module.weight, 0.0, std)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.Embedding):
-                nn.init.normal_(module.weight, 0.0, std)
-            elif isinstance(module, nn.LayerNorm):
-                nn.init.ones_(module.weight)
-                nn.init.zeros_(module.bias)
+        """The init of the table in the module docstring (deterministic given torch's RNG).
+
+        Draws in ``named_parameters`` order (the tied lm_head once, as wte); ``param_init`` says
+        what each parameter gets, so that mitigations re-drawing weights use the same distribution.
+        """
+        for name, p in self.named_parameters():
+            kind, value = param_init(self.config, name)
+            if kind == "normal":
+                nn.init.normal_(p, 0.0, value)
+            else:
+                nn.init.constant_(p, value)
 
     def non_embedding_named_parameters(self):
         """(name, tensor) for the parameters counted as non-embedding (inside the blocks)."""
