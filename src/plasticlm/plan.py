@@ -53,10 +53,11 @@ GPU_PEAK_TFLOPS: dict[str, float] = {
 }
 """Dense bf16 peak per GPU in TFLOP/s (module docstring)."""
 
-TOKENIZE_TOKENS_PER_CPU_S = 6.0e5
-"""Tokens per second per CPU core of the shard build (benchmarks/bench_shards.py, the 1,024-token BPE on
-local jsonl; README "Data at scale"). A large tokenizer (Qwen3's) may be slower: measure with that
-benchmark and pass ``plasticlm plan --tokenize-rate``."""
+TOKENIZE_TOKENS_PER_CPU_S = 5.0e5
+"""Tokens per second per CPU core of the shard build: benchmarks/bench_shards.py measured 1.07M tokens/s
+on two workers with the 1,024-token BPE on local .jsonl (the extra tokens over the extra seconds between
+a 2 x 4 MB and a 2 x 12 MB corpus, on a shared, loaded 2-core machine; README "Data at scale"). A large
+tokenizer (Qwen3's) may be slower: measure with that benchmark and pass ``plasticlm plan --tokenize-rate``."""
 
 
 def probe_token_positions(cfg: Config) -> list[int]:

@@ -77,7 +77,10 @@ def run(args) -> int:
         print(f"data total: {si(data.tokens)} tokens, {_bytes(data.disk_bytes)} of token shards (peak "
               f"{_bytes(data.peak_disk_bytes)} while a language is merged), {data.cpu_hours:,.0f} CPU-hours to "
               f"tokenize at {si(data.tokens_per_cpu_s)} tokens/s per core")
-    print(f"data reuse (stream.allow_reuse = {str(cfg.stream.allow_reuse).lower()}): {format_reuse(data.reuse)}")
+    unknown = [r["lang"] for r in data.languages if r["train_tokens"] is None]
+    known = format_reuse(data.reuse) + (f"; unknown for {', '.join(unknown)} until built (a run checks when it "
+                                        "starts)" if unknown else "")
+    print(f"data reuse (stream.allow_reuse = {str(cfg.stream.allow_reuse).lower()}): {known}")
     if est is not None:
         _print_cpu(est)
     return 0
