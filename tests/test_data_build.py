@@ -143,3 +143,21 @@ def test_slurm_executor_is_built_from_the_config(tmp_path):
     ex = build_mod.make_executor(cfg.data, [b], tmp_path / "logs")
     assert type(ex).__name__ == "SlurmPipelineExecutor"
     assert (ex.tasks, ex.partition, ex.time, ex.cpus_per_task, ex.mem_per_cpu_gb) == (5, "cpu", "2:00:00", 1, 8)
+
+
+def test_hf_streamed_dataset_is_split_between_tasks(tmp_path, monkeypatch):
+    pytest.importorskip("datasets")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from plasticlm.config import DataConfig
+    from plasticlm.data.sources import make_source
+
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    (tmp_path / "pq" / "vi").mkdir(parents=True)
+    for k in range(2):  # two files: one whole file per task
+        pq.write_table(pa.table({"text": [f"doc {k}-{i}" for i in range(25)]}), tmp_path / "pq" / "vi" / f"{k}.parquet")
+    src = make_source(DataConfig(source="hf", hf_dataset=str(tmp_path / "pq"), hf_streaming=True))
+    parts = [list(src.task_documents("vi", t, 2)) for t in range(2)]
+    assert sorted(parts[0] + parts[1]) == sorted(f"doc {k}-{i}" for k in range(2) for i in range(25))
+    assert parts[0] and parts[1] and not set(parts[0]) & set(parts[1])
