@@ -22,6 +22,14 @@ from tests.fakes import fake_data, tiny_config
 PROBE = ("probe.steps=6", "probe.eval_every=2", "probe.sequences=4")
 
 
+@pytest.fixture(autouse=True)
+def _denormals_back():
+    """Training and diagnose flush denormals (model.configure_cpu), a process-wide CPU flag; later test
+    modules (hypothesis in test_diagnostics.py) need IEEE subnormals back."""
+    yield
+    torch.set_flush_denormal(False)
+
+
 @pytest.fixture(scope="module")
 def data():
     return fake_data(n_train=4000)  # enough for 6 tasks of 320 tokens and 6-step probes; quick to make
@@ -64,7 +72,7 @@ def test_diagnose_run_dir_at_every_probe_point_once_and_a_checkpoint_answers(tmp
 
     monkeypatch.setattr(plasticlm.train, "load_data", lambda cfg, progress=True: data)
     capsys.readouterr()
-    assert main(["diagnose", str(run / "checkpoints" / "task-000005"), "--json"]) == 0
+    assert main(["diagnose", str(run / "checkpoints" / "task-000005"), "--json", "--device", "cpu"]) == 0
     one = json.loads(capsys.readouterr().out)
     assert one["task_index"] == 6 and _diag(one) == _diag(on_disk[1])  # fixed batches: the same numbers
     assert main(["diagnose", str(run), "--json"]) == 0

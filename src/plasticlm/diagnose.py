@@ -360,8 +360,9 @@ def _checkpoint_config(path: Path, meta: dict[str, Any]):
 
 
 def diagnose_checkpoint(path: str | Path, data: Any = None, options: DiagnoseOptions | None = None,
-                        threads: int = 0) -> dict[str, Any]:
-    """The diagnostics row of one checkpoint directory (RUN_DIR/checkpoints/task-NNNNNN)."""
+                        threads: int = 0, device: str = "") -> dict[str, Any]:
+    """The diagnostics row of one checkpoint directory (RUN_DIR/checkpoints/task-NNNNNN), computed on
+    ``device`` ('' = the run's ``train.device``)."""
     from plasticlm.checkpoint import load_checkpoint
     from plasticlm.model import build_gpt_config, configure_cpu
     from plasticlm.runlog import read_json
@@ -379,7 +380,7 @@ def diagnose_checkpoint(path: str | Path, data: Any = None, options: DiagnoseOpt
     o.check(cfg.model.seq_len)
     data = data if data is not None else load_data(cfg, progress=False)
     gpt_config = build_gpt_config(cfg.model, data.vocab_size)
-    device = resolve_device(cfg.train.device)
+    device = resolve_device(device or cfg.train.device)
     model = GPT(gpt_config).to(device)
     load_checkpoint(path, model, restore_rng=False)
     probe, attn, attn_lang = held_out_windows(cfg, data, gpt_config.vocab_size, o, meta["task_index"])
@@ -391,13 +392,14 @@ def diagnose_checkpoint(path: str | Path, data: Any = None, options: DiagnoseOpt
             "settings": settings, **diag}
 
 
-def _worker(args: tuple[str, int, dict]) -> dict[str, Any]:
-    path, threads, options = args
-    return diagnose_checkpoint(path, threads=threads, options=DiagnoseOptions(**options))
+def _worker(args: tuple[str, int, dict, str]) -> dict[str, Any]:
+    path, threads, options, device = args
+    return diagnose_checkpoint(path, threads=threads, options=DiagnoseOptions(**options), device=device)
 
 
 def diagnose_run_dir(run_dir: str | Path, workers: int = 1, checkpoint: str | None = None, data: Any = None,
-                     options: DiagnoseOptions | None = None, progress: bool = True) -> list[dict[str, Any]]:
+                     options: DiagnoseOptions | None = None, progress: bool = True,
+                     device: str = "") -> list[dict[str, Any]]:
     """Diagnose a run's saved checkpoints at its probe points post hoc (as `plasticlm probe` does),
     skipping those already in diagnostics.jsonl; rows are appended under a file lock as they finish.
     Returns the new rows in task order."""
@@ -419,13 +421,13 @@ def diagnose_run_dir(run_dir: str | Path, workers: int = 1, checkpoint: str | No
         bar = progress_bar(total=len(todo), unit="checkpoint", desc=f"diagnosing {run_dir.name}")
     paths = [checkpoints_dir(run_dir) / n for n in todo]
     if workers <= 1 or len(todo) == 1:
-        results = (diagnose_checkpoint(p, data=data, options=o) for p in paths)
+        results = (diagnose_checkpoint(p, data=data, options=o, device=device) for p in paths)
     else:
         import multiprocessing as mp
 
         threads = max(1, (os.cpu_count() or 1) // workers)
         pool = mp.get_context("spawn").Pool(workers)
-        results = pool.imap_unordered(_worker, [(str(p), threads, asdict(o)) for p in paths])
+        results = pool.imap_unordered(_worker, [(str(p), threads, asdict(o), device) for p in paths])
     try:
         for row in results:
             log.append(row)

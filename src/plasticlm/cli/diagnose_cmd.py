@@ -40,7 +40,7 @@ def run(args) -> int:
     if (path / "meta.json").exists() and not (path / "config.toml").exists():
         if args.checkpoint:
             raise PlasticError("--checkpoint selects a checkpoint of a run directory; here PATH is a checkpoint")
-        row = diagnose_checkpoint(path, options=options)
+        row = diagnose_checkpoint(path, options=options, device=args.device)
         if args.json:
             print_json(row)
         else:
@@ -51,7 +51,7 @@ def run(args) -> int:
         raise PlasticError(f"{path} is neither a run directory (config.toml) nor a checkpoint directory "
                            "(meta.json): give RUN_DIR or RUN_DIR/checkpoints/task-NNNNNN")
     rows = diagnose_run_dir(path, workers=args.workers, checkpoint=args.checkpoint, options=options,
-                            progress=not (args.quiet or args.json))
+                            progress=not (args.quiet or args.json), device=args.device)
     if args.json:
         print_json(run_document(path, rows))
         return 0
@@ -79,6 +79,7 @@ def register(sub) -> None:
     p.add_argument("--checkpoint",
                    help="in a run directory, only this checkpoint (task-000007 or a 0-based task index)")
     p.add_argument("--workers", type=int, default=1, help="parallel worker processes (torch threads are divided)")
+    p.add_argument("--device", default="", help="cpu, cuda, cuda:N or auto (default: the run's train.device)")
     p.add_argument("--sequences", type=int, default=8,
                    help="probe-language validation windows for dormancy, ranks and feature norms (default 8)")
     p.add_argument("--attn-sequences", type=int, default=4,
