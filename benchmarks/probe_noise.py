@@ -33,12 +33,13 @@ import torch
 
 from plasticlm.checkpoint import checkpoints_dir, load_checkpoint
 from plasticlm.config import load_config
+from plasticlm.data.prepare import prepare_data
 from plasticlm.model import GPT, build_gpt_config, configure_cpu, non_embedding_params
 from plasticlm.onset import find_onset
 from plasticlm.optim import peak_lr
 from plasticlm.probe import ProbeSetup, _probe_once, probe_task_indices, replicate_offset
 from plasticlm.runlog import read_json, read_jsonl
-from plasticlm.train import load_data, resolve_device
+from plasticlm.step import resolve_device
 
 
 def _done(out: Path) -> set[tuple]:
@@ -47,7 +48,7 @@ def _done(out: Path) -> set[tuple]:
 
 def _probe(run_dir: Path, names: list[str], lengths: list[int], replicates: int, out: Path) -> None:
     cfg = load_config(run_dir / "config.toml")
-    data = load_data(cfg, progress=False)
+    data = prepare_data(cfg, progress=False)
     gpt = build_gpt_config(cfg.model, data.vocab_size)
     device = resolve_device(cfg.train.device)
     done = _done(out)

@@ -19,11 +19,12 @@ import numpy as np
 from plasticlm.config import Config, dumps_toml
 from plasticlm.runlog import atomic_write_bytes, atomic_write_json, atomic_write_text
 from plasticlm.sweep import run_specs, run_sweep
-from tests.fakes import fake_data, tiny_config
+from tests.fakes import WITH_PROBES, fake_data, tiny_config
 
 TOKENS_PER_TASK = 320
 STUDY = ("probe.steps=6", "probe.eval_every=2", "probe.sequences=4", "probe.every_tokens=320", "probe.bootstrap=200",
-         "stream.cycles=3", "train.keep_last=1", "sweep.presets=[25K, 85K, 200K, 390K, 670K]", "sweep.stationary=true")
+         "stream.cycles=3", "train.keep_last=1", "sweep.presets=[25K, 85K, 200K, 390K, 670K]", "sweep.stationary=true",
+         WITH_PROBES)
 DESIGNED = {"200K": 3.0, "390K": 5.0, "670K": 6.0}
 """Task index of the designed onset of each hand-written continual run (stationary: 2 task instances later)."""
 

@@ -12,14 +12,13 @@ from plasticlm import diagnostics as D
 from plasticlm.cli import main
 from plasticlm.diagnose import DiagnoseOptions, diagnose_model, diagnose_run_dir, held_out_windows, initial_state
 from plasticlm.diagnostics_analysis import analyse_run, diagnostic_columns, pool_runs, spearman
-from plasticlm.experiment import train_run
 from plasticlm.forgetting import forgetting_matrix
 from plasticlm.probe import probe_task_indices
 from plasticlm.runlog import read_jsonl
-from plasticlm.train import Trainer
-from tests.fakes import fake_data, tiny_config
+from plasticlm.train import Trainer, train
+from tests.fakes import WITH_PROBES, fake_data, tiny_config, use_fake_data
 
-PROBE = ("probe.steps=6", "probe.eval_every=2", "probe.sequences=4")
+PROBE = ("probe.steps=6", "probe.eval_every=2", "probe.sequences=4", WITH_PROBES)
 
 
 @pytest.fixture(autouse=True)
@@ -43,7 +42,7 @@ def test_diagnose_run_dir_at_every_probe_point_once_and_a_checkpoint_answers(tmp
                                                                              monkeypatch):
     cfg = tiny_config(*PROBE, "probe.in_run=false", "train.keep_last=1")
     run = tmp_path / "run"
-    train_run(cfg, run, data=data, quiet=True)
+    train(cfg, run, data=data, quiet=True)
     rows = diagnose_run_dir(run, data=data, progress=False)
     points = [k + 1 for k in probe_task_indices(cfg, 6, 3, 320)]
     assert points == [3, 6]
@@ -68,9 +67,7 @@ def test_diagnose_run_dir_at_every_probe_point_once_and_a_checkpoint_answers(tmp
     assert r["diag/params/mean_abs"] > 0 and r["diag/params/drift"] > rows[0]["diag/params/drift"] > 0
     assert r["settings"]["attn_language"] == "aa" and r["settings"]["probe_language"] == "vi"
 
-    import plasticlm.train
-
-    monkeypatch.setattr(plasticlm.train, "load_data", lambda cfg, progress=True: data)
+    use_fake_data(monkeypatch, data)
     capsys.readouterr()
     assert main(["diagnose", str(run / "checkpoints" / "task-000005"), "--json", "--device", "cpu"]) == 0
     one = json.loads(capsys.readouterr().out)

@@ -25,14 +25,13 @@ from plasticlm.checkpoint import (
 )
 from plasticlm.cli import main
 from plasticlm.errors import CheckpointError, CheckpointWarning, PlasticError
-from plasticlm.experiment import resume_run, train_run
 from plasticlm.model import GPT, build_gpt_config
 from plasticlm.runlock import RunLocked, StaleLockWarning, run_lock
 from plasticlm.runlog import JsonlLog, read_json, read_jsonl
 from plasticlm.train import Trainer, resume, train
-from tests.fakes import fake_data, tiny_config
+from tests.fakes import WITH_PROBES, fake_data, tiny_config
 
-PROBE = ("probe.steps=4", "probe.eval_every=2", "probe.sequences=4")
+PROBE = ("probe.steps=4", "probe.eval_every=2", "probe.sequences=4", WITH_PROBES)
 
 
 def _final_hash(cfg, run_dir, data):
@@ -61,15 +60,15 @@ def reference(tmp_path_factory):
 
 def _interrupted(cfg, data, run_dir, stop_after_task: int):
     """Train until the checkpoint after task ``stop_after_task``, then stop as a kill would."""
-    from plasticlm.callbacks import Callback
+    from plasticlm.components import Component
 
-    class Stop(Callback):
+    class Stop(Component):
         def on_checkpoint(self, loop, path):
             if loop.task.index == stop_after_task:
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, run_dir, data=data, quiet=True, callbacks=[Stop()])
+        train(cfg, run_dir, data=data, quiet=True, components=[Stop()])
 
 
 # ---------------------------------------------------------------------------- checksums
@@ -168,15 +167,15 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one_and_the_logs(point
             raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
         return real(*a, **k)
 
-    from plasticlm.callbacks import Callback
+    from plasticlm.components import Component
 
-    class Arm(Callback):
+    class Arm(Component):
         def on_task_end(self, loop, task):
             state["armed"] = task.index == 2
 
     monkeypatch.setattr(ckpt_mod, point, full)
     with pytest.raises(CheckpointError) as e:
-        train(cfg, run, data=data, quiet=True, callbacks=[Arm()])
+        train(cfg, run, data=data, quiet=True, components=[Arm()])
     msg = str(e.value)
     assert "no space left on device" in msg and "task-000002" in msg and "task-000001" in msg
     assert "plasticlm resume" in msg
@@ -271,7 +270,7 @@ def done_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("locked")
     data = fake_data()
     cfg = tiny_config(*PROBE, "probe.in_run=false", "probe.scratch_baseline=false")
-    train_run(cfg, d / "run", data=data, quiet=True)
+    train(cfg, d / "run", data=data, quiet=True)
     return cfg, data, d / "run"
 
 
@@ -316,11 +315,11 @@ def test_a_killed_holder_leaves_a_stale_lock_that_is_taken_over(done_run):
     holder.wait()
     assert json.loads((run / ".lock").read_text())["pid"] == holder.pid
     with pytest.warns(StaleLockWarning, match=f"PID {holder.pid}.*not running"):
-        resume_run(run, data=data, quiet=True)
+        resume(run, data=data, quiet=True)
     assert (run / ".lock").read_text() == ""  # emptied on the way out: no stale holder named next time
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        resume_run(run, data=data, quiet=True)
+        resume(run, data=data, quiet=True)
 
 
 def test_overwrite_keeps_the_lock_file_it_holds(tmp_path):
@@ -367,7 +366,7 @@ def test_post_hoc_probe_workers_write_each_row_once(tmp_path, home):
     from plasticlm.probe import probe_run_dir
 
     run = tmp_path / "run"
-    train_run(load_config(None, REAL), run, quiet=True)  # real (synthetic-source) data: workers load it
+    train(load_config(None, REAL), run, quiet=True)  # real (synthetic-source) data: workers load it
     rows = probe_run_dir(run, workers=2, progress=False)
     assert sorted(r["task_index"] for r in rows) == [1, 2, 3]
     assert sorted(r["task_index"] for r in read_jsonl(run / "probes.jsonl", strict=True)) == [1, 2, 3]
@@ -388,20 +387,20 @@ def test_resuming_an_unfinished_run_keeps_post_hoc_probe_rows(tmp_path):
     data = fake_data()
     cfg = tiny_config(*PROBE, "probe.in_run=false", "probe.every_tokens=320", "probe.scratch_baseline=false")
     run = tmp_path / "run"
-    from plasticlm.callbacks import Callback
-    from plasticlm.probe import ProbeCallback, probe_run_dir
+    from plasticlm.components import Component
+    from plasticlm.probe import probe_run_dir
 
-    class Stop(Callback):
+    class Stop(Component):
         def on_checkpoint(self, loop, path):
             if loop.task.index == 3:
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, run, data=data, quiet=True, callbacks=[ProbeCallback, Stop()])
+        train(cfg, run, data=data, quiet=True, components=[Stop()])
     probe_run_dir(run, data=data, progress=False)
     before = read_jsonl(run / "probes.jsonl")
     assert [r["task_index"] for r in before] == [1, 2, 3, 4]
-    resume_run(run, data=data, quiet=True)
+    resume(run, data=data, quiet=True)
     assert read_jsonl(run / "probes.jsonl") == before
     probe_run_dir(run, data=data, progress=False)
     assert [r["task_index"] for r in read_jsonl(run / "probes.jsonl")] == [1, 2, 3, 4, 5, 6]

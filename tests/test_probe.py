@@ -7,13 +7,12 @@ from plasticlm.analysis import onset_from_run
 from plasticlm.checkpoint import latest_checkpoint, list_checkpoints, weights_hash
 from plasticlm.cli import main
 from plasticlm.config import load_config
-from plasticlm.experiment import train_run
 from plasticlm.probe import ProbeSetup, probe_run_dir, probe_task_indices, run_probe, scratch_baseline
 from plasticlm.runlog import read_json, read_jsonl
-from plasticlm.train import Trainer, train
-from tests.fakes import fake_data, tiny_config
+from plasticlm.train import Trainer, resume, train
+from tests.fakes import LOOP_ONLY, WITH_PROBES, fake_data, patch_everywhere, tiny_config
 
-PROBE = ("probe.steps=6", "probe.eval_every=2", "probe.sequences=4")
+PROBE = ("probe.steps=6", "probe.eval_every=2", "probe.sequences=4", WITH_PROBES)
 
 
 def _final_hash(cfg, run_dir, data):
@@ -33,8 +32,8 @@ def test_paper_schedule_cycle_ends_and_after_zh_de_ru():
 def test_training_weights_bit_identical_with_probes_on_and_off(tmp_path, home):
     data = fake_data()
     cfg = tiny_config(*PROBE)
-    train_run(cfg, tmp_path / "on", data=data, quiet=True)
-    train(cfg, tmp_path / "off", data=data, quiet=True)  # no probe callback at all
+    train(cfg, tmp_path / "on", data=data, quiet=True)
+    train(tiny_config(*PROBE, LOOP_ONLY), tmp_path / "off", data=data, quiet=True)  # no probe component at all
     rows = read_jsonl(tmp_path / "on" / "probes.jsonl")
     assert [r["task_index"] for r in rows] == [3, 6]  # after each cycle (3 languages)
     assert not (tmp_path / "off" / "probes.jsonl").exists()
@@ -78,7 +77,7 @@ def test_scratch_baseline_is_cached(tmp_path, home, monkeypatch):
 def test_posthoc_probe_skips_probed_checkpoints_and_onset_answers(tmp_path, home, capsys):
     data = fake_data()
     cfg = tiny_config(*PROBE, "probe.in_run=false", "probe.every_tokens=320", "train.keep_last=1", "stream.cycles=3")
-    train_run(cfg, tmp_path / "run", data=data, quiet=True)
+    train(cfg, tmp_path / "run", data=data, quiet=True)
     assert len(list_checkpoints(tmp_path / "run")) == 9  # every probe point is pinned
     assert not (tmp_path / "run" / "probes.jsonl").exists()
     rows = probe_run_dir(tmp_path / "run", data=data, progress=False)
@@ -108,7 +107,7 @@ def test_permuted_stream_probes_a_held_out_permutation(tmp_path, home):
     cfg = tiny_config(*PROBE, "stream.kind=permuted", "stream.permuted_base=aa")
     assert default_languages(cfg) == ["aa", "vi"]  # task names are labels; only the base is trained
     data = fake_data()
-    train_run(cfg, tmp_path / "perm", data=data, quiet=True)
+    train(cfg, tmp_path / "perm", data=data, quiet=True)
     rows = read_jsonl(tmp_path / "perm" / "probes.jsonl")
     assert [r["task_index"] for r in rows] == [3, 6] and all(r["lang"] == "aa" for r in rows)
     t = Trainer(cfg, tmp_path / "x", data, quiet=True)
@@ -120,21 +119,20 @@ def test_permuted_stream_probes_a_held_out_permutation(tmp_path, home):
 
 
 def test_resuming_a_finished_run_keeps_post_hoc_probe_rows(tmp_path, home):
-    from plasticlm.experiment import resume_run
     from plasticlm.probe import pending_checkpoints
 
     data = fake_data()
     cfg = tiny_config(*PROBE, "probe.in_run=false")
-    train_run(cfg, tmp_path / "run", data=data, quiet=True)
+    train(cfg, tmp_path / "run", data=data, quiet=True)
     assert len(probe_run_dir(tmp_path / "run", data=data, progress=False)) == 2
-    resume_run(tmp_path / "run", data=data, quiet=True)
+    resume(tmp_path / "run", data=data, quiet=True)
     assert len(read_jsonl(tmp_path / "run" / "probes.jsonl")) == 2
     assert pending_checkpoints(tmp_path / "run") == []
     assert read_json(tmp_path / "run" / "run.json")["scratch"]["auc"] > 0  # recorded by post-hoc probing
 
 
 def test_in_run_probes_need_no_pinned_checkpoints(tmp_path, home):
-    train_run(tiny_config(*PROBE, "train.keep_last=1"), tmp_path / "run", data=fake_data(), quiet=True)
+    train(tiny_config(*PROBE, "train.keep_last=1"), tmp_path / "run", data=fake_data(), quiet=True)
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["task-000005"]
     assert len(read_jsonl(tmp_path / "run" / "probes.jsonl")) == 2
 
@@ -142,13 +140,13 @@ def test_in_run_probes_need_no_pinned_checkpoints(tmp_path, home):
 def test_a_diverging_probe_is_recorded_not_fatal(tmp_path, home, monkeypatch):
     import json
 
-    import plasticlm.train as train_mod
+    import plasticlm.step as step_mod
     from plasticlm.analysis import load_probes
     from plasticlm.data.stream import Task
     from plasticlm.errors import NonFiniteLoss
     from plasticlm.probe import probe_row
 
-    real = train_mod.clip_and_step
+    real = step_mod.clip_and_step
 
     def poisoned(model, optimizer, loss, grad_clip, step):
         if step == 3:
@@ -159,7 +157,7 @@ def test_a_diverging_probe_is_recorded_not_fatal(tmp_path, home, monkeypatch):
     cfg = tiny_config(*PROBE)
     t = Trainer(cfg, tmp_path / "r", data, quiet=True)
     setup = ProbeSetup.build(cfg, data, t.gpt_config, t.peak_lr, t.device)
-    monkeypatch.setattr(train_mod, "clip_and_step", poisoned)
+    patch_everywhere(monkeypatch, "clip_and_step", poisoned)
     result = run_probe(t.model, setup)  # returns instead of raising
     assert result.auc is None and "probe step 3" in result.diverged and result.eval_steps == [0, 2]
     row = probe_row("task-000002", Task(2, 0, 2, "cc", True, True), 100, result, None)

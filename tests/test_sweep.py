@@ -5,10 +5,10 @@ import pytest
 
 from plasticlm.runlog import read_json
 from plasticlm.sweep import ONSET_COLUMNS, run_specs, run_sweep
-from tests.fakes import fake_data, tiny_config
+from tests.fakes import WITH_PROBES, fake_data, patch_everywhere, tiny_config, use_fake_data
 
 SWEEP = ("probe.steps=4", "probe.eval_every=2", "probe.sequences=4", "probe.every_tokens=320",
-         "probe.bootstrap=20", "sweep.presets=[25K, 85K]", "sweep.seeds=[0]")
+         "probe.bootstrap=20", "sweep.presets=[25K, 85K]", "sweep.seeds=[0]", WITH_PROBES)
 
 
 def test_run_specs_cover_presets_seeds_and_stationary_twin():
@@ -39,11 +39,8 @@ def test_sweep_writes_onsets_and_fit_and_is_resumable(tmp_path, home, monkeypatc
     assert summary["runs"] == 2
 
     # a second sweep trains nothing and probes nothing
-    import plasticlm.experiment as exp
-    import plasticlm.probe as probe
-
-    monkeypatch.setattr(exp, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
-    monkeypatch.setattr(probe, "run_probe", lambda *a, **k: (_ for _ in ()).throw(AssertionError("reprobed")))
+    patch_everywhere(monkeypatch, "train", lambda *a, **k: (_ for _ in ()).throw(AssertionError("retrained")))
+    patch_everywhere(monkeypatch, "run_probe", lambda *a, **k: (_ for _ in ()).throw(AssertionError("reprobed")))
     run_sweep(cfg, data=data, quiet=True)
 
 
@@ -55,8 +52,8 @@ def test_interrupted_run_resumes_in_sweep(tmp_path, home):
     ref = (run_dir / "metrics.jsonl").read_text().count("val/aa/bpb")
     # pretend the run was killed after its third task: roll back to that checkpoint
     from plasticlm.checkpoint import checkpoints_dir
+    from plasticlm.rundir import update_run_json
     from plasticlm.runlog import atomic_write_text
-    from plasticlm.train import update_run_json
 
     atomic_write_text(checkpoints_dir(run_dir) / "latest", "task-000002\n")
     update_run_json(run_dir, status="interrupted")
@@ -106,13 +103,12 @@ def test_study_runs_every_stage_and_dry_run_plans(tmp_path, home, capsys):
 
 
 def test_cli_study_ends_with_the_table_the_summary_and_the_report_path(tmp_path, home, capsys, monkeypatch):
-    import plasticlm.train
     from plasticlm.cli import main
     from plasticlm.config import dumps_toml
 
     cfg = tiny_config(*SWEEP, "sweep.presets=[25K]", "sweep.parallel=1", f"sweep.out_dir={tmp_path / 'study'}")
     (tmp_path / "study.toml").write_text(dumps_toml(cfg))
-    monkeypatch.setattr(plasticlm.train, "load_data", lambda cfg, progress=True: fake_data())
+    use_fake_data(monkeypatch, fake_data())
     assert main(["study", str(tmp_path / "study.toml"), "--quiet"]) == 0
     out = capsys.readouterr().out
     table, rest = out.split("Summary (the top of the report):")

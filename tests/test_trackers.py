@@ -8,7 +8,7 @@ import pytest
 from plasticlm.checkpoint import latest_checkpoint
 from plasticlm.runlog import read_json, read_jsonl
 from plasticlm.train import train
-from tests.fakes import fake_data, tiny_config
+from tests.fakes import WITH_PROBES, fake_data, tiny_config
 
 
 def _metric_rows(run_dir):
@@ -62,13 +62,12 @@ def test_wandb_offline_run_has_the_config_and_every_metric(tmp_path, capfd):
     import json
 
     run_dir = tmp_path / "run"
-    cfg = tiny_config("train.wandb=true", "probe.steps=4", "probe.eval_every=2", "probe.sequences=4")
-    from plasticlm.experiment import train_run  # with the probe callback: probe scores are logged too
+    cfg = tiny_config("train.wandb=true", WITH_PROBES, "probe.steps=4", "probe.eval_every=2", "probe.sequences=4")
 
-    train_run(cfg, run_dir, data=fake_data(), quiet=True)
+    train(cfg, run_dir, data=fake_data(), quiet=True)
     assert capfd.readouterr().out == ""  # nothing on stdout: `plasticlm train --json` stays one document
     (log,) = (run_dir / "logs" / "wandb").glob("offline-run-*/run-*.wandb")
-    run_id = read_json(latest_checkpoint(run_dir) / "meta.json")["callbacks"]["wandb"]["run_id"]
+    run_id = read_json(latest_checkpoint(run_dir) / "meta.json")["components"]["wandb"]["run_id"]
     assert log.name == f"run-{run_id}.wandb"  # kept as state: a resumed run continues it
     deadline = time.monotonic() + 120
     while True:  # W&B's service process may still be writing the log after finish() returned

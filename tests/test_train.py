@@ -3,15 +3,15 @@ import math
 import pytest
 import torch
 
-from plasticlm.callbacks import Callback
 from plasticlm.checkpoint import latest_checkpoint, list_checkpoints, weights_hash
+from plasticlm.components import Component
 from plasticlm.errors import PlasticError
 from plasticlm.runlog import read_json, read_jsonl
 from plasticlm.train import NonFiniteLoss, Trainer, resume, train
 from tests.fakes import fake_data, tiny_config
 
 
-class Recorder(Callback):
+class Recorder(Component):
     name = "recorder"
 
     def __init__(self):
@@ -28,7 +28,7 @@ class Recorder(Callback):
             self._first = False
 
 
-class Crash(Callback):
+class Crash(Component):
     name = "crash"
 
     def __init__(self, at_step):
@@ -67,7 +67,7 @@ def test_each_task_writes_bpb_for_training_and_probe_languages(tmp_path):
 def test_optimizer_reset_and_warmup_restart_at_each_task_start(tmp_path):
     cfg = tiny_config("optim.warmup_frac=0.4", "optim.lr=1e-3")
     rec = Recorder()
-    train(cfg, tmp_path / "run", data=fake_data(), callbacks=[rec], quiet=True)
+    train(cfg, tmp_path / "run", data=fake_data(), components=[rec], quiet=True)
     assert rec.state_sizes == [0] * 6  # no Adam state at any task start
     warmup = math.ceil(0.4 * 5)
     assert rec.first_lrs == pytest.approx([1e-3 / warmup] * 6)
@@ -78,7 +78,7 @@ def test_stationary_run_resets_and_rewarms_every_task_worth_of_tokens(tmp_path):
     # the default: the stationary control differs from the continual run only in the data order
     rec = Recorder()
     train(tiny_config("stream.kind=stationary", "optim.warmup_frac=0.4", "optim.lr=1e-3"), tmp_path / "r",
-          data=fake_data(), callbacks=[rec], quiet=True)
+          data=fake_data(), components=[rec], quiet=True)
     assert rec.state_sizes == [0] * 6
     assert rec.lrs[:5] == pytest.approx([5e-4, 1e-3, 1e-3, 1e-3, 1e-3]) and rec.lrs[5:7] == pytest.approx([5e-4, 1e-3])
 
@@ -87,14 +87,14 @@ def test_stationary_run_without_resets_warms_up_once(tmp_path):
     rec = Recorder()
     train(tiny_config("stream.kind=stationary", "optim.warmup_frac=0.4", "optim.lr=1e-3",
                       "optim.reset_at_task_start=false", "optim.rewarm_at_task_start=false"), tmp_path / "r",
-          data=fake_data(), callbacks=[rec], quiet=True)
+          data=fake_data(), components=[rec], quiet=True)
     assert rec.lrs[:2] == pytest.approx([5e-4, 1e-3]) and rec.lrs[2:] == pytest.approx([1e-3] * 28)
     assert rec.state_sizes[0] == 0 and all(n > 0 for n in rec.state_sizes[1:])
 
 
 def test_no_reset_when_disabled(tmp_path):
     rec = Recorder()
-    train(tiny_config("optim.reset_at_task_start=false"), tmp_path / "r", data=fake_data(), callbacks=[rec],
+    train(tiny_config("optim.reset_at_task_start=false"), tmp_path / "r", data=fake_data(), components=[rec],
           quiet=True)
     assert rec.state_sizes[0] == 0 and all(n > 0 for n in rec.state_sizes[1:])
 
@@ -116,7 +116,7 @@ def test_interrupted_and_resumed_run_is_bit_identical(tmp_path):
     ref.restore(latest_checkpoint(tmp_path / "a"))
 
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "b", data=data, callbacks=[Crash(at_step=13)], quiet=True)  # mid task 2
+        train(cfg, tmp_path / "b", data=data, components=[Crash(at_step=13)], quiet=True)  # mid task 2
     assert read_json(tmp_path / "b" / "run.json")["status"] == "interrupted"
     assert latest_checkpoint(tmp_path / "b").name == "task-000001"
     resume(tmp_path / "b", data=data, quiet=True)
@@ -133,7 +133,7 @@ def test_keep_last_prunes_old_checkpoints(tmp_path):
 
 
 def test_non_finite_loss_stops_keeps_last_good_checkpoint(tmp_path):
-    class Poison(Callback):
+    class Poison(Component):
         name = "poison"
 
         def on_after_backward(self, loop):
@@ -141,7 +141,7 @@ def test_non_finite_loss_stops_keeps_last_good_checkpoint(tmp_path):
                 next(loop.model.parameters()).grad.fill_(float("nan"))
 
     with pytest.raises(NonFiniteLoss, match="step 8"):
-        train(tiny_config(), tmp_path / "run", data=fake_data(), callbacks=[Poison()], quiet=True)
+        train(tiny_config(), tmp_path / "run", data=fake_data(), components=[Poison()], quiet=True)
     info = read_json(tmp_path / "run" / "run.json")
     assert info["status"] == "failed" and "non-finite" in info["error"]
     ckpt = latest_checkpoint(tmp_path / "run")
@@ -157,7 +157,7 @@ def test_existing_run_dir_is_not_overwritten(tmp_path):
         train(tiny_config(), tmp_path / "run", data=fake_data(), quiet=True)
 
 
-class GradCapture(Callback):
+class GradCapture(Component):
     name = "grads"
 
     def __init__(self):
@@ -170,8 +170,8 @@ class GradCapture(Callback):
 def test_gradient_accumulation_matches_full_batch(tmp_path):
     data = fake_data()
     ga, gb = GradCapture(), GradCapture()
-    a = Trainer(tiny_config(), tmp_path / "a", data, callbacks=[ga], quiet=True)
-    b = Trainer(tiny_config("train.micro_batch_size=2"), tmp_path / "b", data, callbacks=[gb], quiet=True)
+    a = Trainer(tiny_config(), tmp_path / "a", data, components=[ga], quiet=True)
+    b = Trainer(tiny_config("train.micro_batch_size=2"), tmp_path / "b", data, components=[gb], quiet=True)
     for _ in range(3):
         la, lb = a.train_step(), b.train_step()
         assert la == pytest.approx(lb, rel=1e-5)
@@ -181,18 +181,18 @@ def test_gradient_accumulation_matches_full_batch(tmp_path):
 
 
 def test_permuted_evaluation_uses_the_permutation_of_the_task_just_trained(tmp_path, monkeypatch):
-    from plasticlm.train_callbacks import Evaluator
+    from plasticlm.components.core import Evaluator
 
     t = Trainer(tiny_config("stream.kind=permuted", "stream.permuted_base=aa"), tmp_path / "r", fake_data(),
                 quiet=True)
     seen = []
     real = t.stream.permutation
     monkeypatch.setattr(t.stream, "permutation", lambda k: seen.append(k) or real(k))
-    ev = next(cb for cb in t.callbacks if isinstance(cb, Evaluator))
-    ev.evaluate(t)
+    ev, view = next((c, v) for c, v in t.components.items if isinstance(c, Evaluator))
+    ev.evaluate(view)
     t.task = t.stream.task(2)
     t.stream.step = 3 * t.stream.steps_per_task  # at the end of task 2 the stream already points at task 3
-    ev.evaluate(t)
+    ev.evaluate(view)
     assert seen == [0, 2]
 
 
@@ -218,7 +218,7 @@ def test_overwrite_refuses_a_directory_that_is_not_a_run(tmp_path):
 
 def test_resume_refuses_changed_data(tmp_path):
     with pytest.raises(KeyboardInterrupt):
-        train(tiny_config(), tmp_path / "run", data=fake_data(), callbacks=[Crash(at_step=13)], quiet=True)
+        train(tiny_config(), tmp_path / "run", data=fake_data(), components=[Crash(at_step=13)], quiet=True)
     with pytest.raises(ValueError, match="other data"):
         resume(tmp_path / "run", data=fake_data(n_train=15_000), quiet=True)
     resume(tmp_path / "run", data=fake_data(), quiet=True)  # the same data resumes

@@ -1,7 +1,8 @@
 """Training throughput per preset on the current device (tokens/s, ms/step, peak memory).
 
-Uses the real training step of ``Trainer`` pieces (model, AdamW, autocast) on random tokens, so
-numbers track the code. Printed by `plasticlm bench`; never a pass/fail test.
+Times the training step the loop runs (``step.train_step``: forward/backward with autocast, clip, the
+project's AdamW from ``optim.build_optimizer`` with the default recipe) on random tokens, so numbers
+track the code. Printed by `plasticlm bench`; never a pass/fail test.
 """
 
 from __future__ import annotations
@@ -9,11 +10,13 @@ from __future__ import annotations
 import resource
 import time
 
+import numpy as np
 import torch
 
-from plasticlm.evaluate import autocast_context
+from plasticlm.config import OptimConfig
 from plasticlm.model import GPT, configure_cpu, from_preset, non_embedding_params
-from plasticlm.train import resolve_device
+from plasticlm.optim import build_optimizer
+from plasticlm.step import resolve_device, train_step
 
 
 def _peak_mem_mb(device: torch.device) -> float:
@@ -31,8 +34,9 @@ def bench_presets(presets: list[str], vocab_size: int = 1024, seq_len: int = 128
         torch.manual_seed(0)
         cfg = from_preset(name, vocab_size=vocab_size, seq_len=seq_len)
         model = GPT(cfg).to(dev)
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.95), weight_decay=0.1)
-        x = torch.randint(0, vocab_size, (batch_size, seq_len + 1), device=dev)
+        optim_cfg = OptimConfig()
+        opt = build_optimizer(model, optim_cfg, 1e-3)
+        x = np.random.default_rng(0).integers(0, vocab_size, size=(batch_size, seq_len + 1))
         if dev.type == "cuda":
             torch.cuda.reset_peak_memory_stats(dev)
         for i in range(steps + 2):
@@ -40,12 +44,8 @@ def bench_presets(presets: list[str], vocab_size: int = 1024, seq_len: int = 128
                 if dev.type == "cuda":
                     torch.cuda.synchronize(dev)
                 t0 = time.perf_counter()
-            with autocast_context(dev, dtype):
-                loss = model(x[:, :-1], x[:, 1:])
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            train_step(model, opt, x[:, :-1], x[:, 1:], micro_batch_size=0, grad_clip=optim_cfg.grad_clip,
+                       device=dev, dtype=dtype, step=i)
         if dev.type == "cuda":
             torch.cuda.synchronize(dev)
         dt = (time.perf_counter() - t0) / steps

@@ -2,8 +2,7 @@
 
 Every field has a docstring (``help`` metadata). Unknown keys and wrong types are errors, all
 reported at once with a "did you mean" for near misses: research code that silently ignores a
-misspelled key has invalidated comparisons before (see shared/spec/diagnostics-and-mitigations.md,
-"Pitfalls"). The resolved config round-trips through TOML and JSON.
+misspelled key has invalidated comparisons before. The resolved config round-trips through TOML and JSON.
 
 Where a default comes from the study (arXiv:2606.24752), the field's help says so.
 """
@@ -65,7 +64,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Where text comes from and how it becomes tokens (shared/spec/data-sources.md)."""
+    """Where text comes from and how it becomes tokens (README, "Data")."""
 
     source: Literal["debian-docs", "local", "hf", "synthetic"] = opt(
         "debian-docs", "Corpus source: debian-docs (offline default), local, hf or synthetic."
@@ -114,7 +113,7 @@ class DataConfig:
 
 @dataclass
 class StreamConfig:
-    """The language stream the model trains on (protocol.md, 'Continual problem')."""
+    """The language stream the model trains on (arXiv:2606.24752, 'Continual problem')."""
 
     kind: Literal["continual", "stationary", "permuted"] = opt(
         "continual", "continual (languages in order), stationary (uniform mix) or permuted."
@@ -134,7 +133,7 @@ class StreamConfig:
 
 @dataclass
 class OptimConfig:
-    """AdamW recipe (protocol.md, 'Optimisation')."""
+    """AdamW recipe (arXiv:2606.24752, 'Optimisation')."""
 
     lr: float = opt(0.0, "Peak LR; 0 = power law in non-embedding params through the two anchors.")
     lr_anchor_params: list[float] = opt(
@@ -181,6 +180,12 @@ class TrainConfig:
         "offline", "W&B mode: offline (default; files under RUN_DIR/logs/wandb, `wandb sync` uploads them) or online."
     )
     wandb_project: str = opt("plasticlm", "W&B project name.")
+    components: list[str] = opt(
+        list(("task_reset", "train_metrics", "evaluate", "probe", "progress", "tensorboard", "wandb")),
+        "Loop components in firing order: registered names (`plasticlm components`) or package.module:name; "
+        "options in [components.<name>]. tensorboard and wandb do nothing unless train.tensorboard / "
+        "train.wandb; probe does nothing when no probe point is scheduled.",
+    )
 
 
 @dataclass
@@ -194,7 +199,7 @@ class EvalConfig:
 
 @dataclass
 class ProbeConfig:
-    """Plasticity probe (protocol.md, 'Probe')."""
+    """Plasticity probe (arXiv:2606.24752, 'Probe')."""
 
     language: str = opt("vi", "Held-out probe language, never in the training stream (paper: vi).")
     steps: int = opt(100, "Optimizer steps per probe (paper: 9,537 = 5B tokens).")
@@ -238,7 +243,7 @@ class SweepConfig:
 
 @dataclass
 class Config:
-    """A whole study. Sections: model, data, stream, optim, train, eval, probe, sweep."""
+    """A whole study. Sections: model, data, stream, optim, train, eval, probe, sweep, components."""
 
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The GPT."})
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Corpus and tokenizer."})
@@ -248,6 +253,9 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Validation."})
     probe: ProbeConfig = field(default_factory=ProbeConfig, metadata={"help": "Plasticity probes."})
     sweep: SweepConfig = field(default_factory=SweepConfig, metadata={"help": "Sizes and seeds."})
+    components: dict[str, dict[str, Any]] = field(
+        default_factory=dict, metadata={"help": "Options of loop components, one [components.<name>] table each "
+                                                "(checked against the component's own options)."})
 
     def validate(self) -> list[str]:
         """Cross-field checks; returns a list of problems (empty when valid)."""
@@ -470,6 +478,8 @@ def _type_name(tp: Any) -> str:
 
 def _coerce(value: Any, tp: Any, where: str, errors: list[str]) -> Any:
     """Check ``value`` against type ``tp``; return the converted value (or None after an error)."""
+    if tp is Any:
+        return value
     origin = get_origin(tp)
     if origin is Literal:
         if value in get_args(tp):
@@ -534,6 +544,15 @@ def _from_dict(cls: type, data: dict[str, Any], prefix: str, errors: list[str]) 
         if converted is not None:
             kwargs[key] = converted
     return cls(**kwargs)
+
+
+def parse_section(cls: type, data: dict[str, Any], prefix: str) -> tuple[Any, list[str]]:
+    """A dataclass from a table with the config's rules (unknown keys, wrong types); returns
+    (instance, problems). Components use it for their ``[components.<name>]`` options."""
+    errors: list[str] = []
+    if not isinstance(data, dict):
+        return cls(), [f"{prefix}: must be a table, got {data!r}"]
+    return _from_dict(cls, data, prefix, errors), errors
 
 
 def to_dict(obj: Any) -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 ``plan.plan_study`` counts tokens and FLOPs from the config alone; on a CPU, FLOPs say little
 about time (the output layer, memory traffic and Python overhead dominate micro models), so this
-module times the real training step (``train.forward_backward`` + ``train.clip_and_step``: the
+module times the real training step (``step.forward_backward`` + ``step.clip_and_step``: the
 step that training and probes run) and the evaluation forward pass (``evaluate.sequence_losses``)
 of every preset at the study's batch size and sequence length, with the threads each run will get
 (``os.cpu_count() // parallel``), and converts the plan's counts into seconds:
@@ -46,7 +46,7 @@ def measure_preset(cfg: Config, preset: str, threads: int, steps: int = 6, warmu
     """Time ``steps`` real training steps (after ``warmup``) and one evaluation pass of ``preset``."""
     from plasticlm.evaluate import sequence_losses
     from plasticlm.optim import build_optimizer
-    from plasticlm.train import clip_and_step, forward_backward
+    from plasticlm.step import clip_and_step, forward_backward
 
     configure_cpu(threads)
     gpt = build_gpt_config(dataclasses.replace(cfg.model, preset=preset, depth=0), cfg.data.vocab_size)

@@ -1,7 +1,7 @@
 """Diagnostics of a saved model: `plasticlm diagnose RUN_DIR|CHECKPOINT_DIR`.
 
 For one model (loaded from a run's checkpoint) this computes, in eval mode and on FIXED held-out
-batches, the correlates of plasticity loss defined in shared/spec/diagnostics-and-mitigations.md
+batches, the correlates of plasticity loss listed in the README ("Diagnostics")
 (functions in ``plasticlm.diagnostics``; each cites its source):
 
 - on ``sequences`` validation windows of the probe language (``evaluate.fixed_windows``, the same
@@ -364,9 +364,10 @@ def diagnose_checkpoint(path: str | Path, data: Any = None, options: DiagnoseOpt
     """The diagnostics row of one checkpoint directory (RUN_DIR/checkpoints/task-NNNNNN), computed on
     ``device`` ('' = the run's ``train.device``)."""
     from plasticlm.checkpoint import load_checkpoint
+    from plasticlm.data.prepare import prepare_data
     from plasticlm.model import build_gpt_config, configure_cpu
     from plasticlm.runlog import read_json
-    from plasticlm.train import load_data, resolve_device
+    from plasticlm.step import resolve_device
 
     path = Path(path)
     if not (path / "meta.json").exists() or not (path / "model.safetensors").exists():
@@ -378,7 +379,7 @@ def diagnose_checkpoint(path: str | Path, data: Any = None, options: DiagnoseOpt
     meta = read_json(path / "meta.json")
     cfg = _checkpoint_config(path, meta)
     o.check(cfg.model.seq_len)
-    data = data if data is not None else load_data(cfg, progress=False)
+    data = data if data is not None else prepare_data(cfg, progress=False)
     gpt_config = build_gpt_config(cfg.model, data.vocab_size)
     device = resolve_device(device or cfg.train.device)
     model = GPT(gpt_config).to(device)

@@ -1,7 +1,7 @@
 """Plasticity diagnostics as pure tensor functions: ranks, dormancy, attention entropy, norms, sharpness.
 
-Definitions follow shared/spec/diagnostics-and-mitigations.md and protocol.md ("Diagnostics the
-paper measured"); each function cites its source. Torch tensors (or a model) go in, numbers or
+Definitions follow the papers that introduced each measure and arXiv:2606.24752 ("Diagnostics");
+each function cites its source (README, "Diagnostics"). Torch tensors (or a model) go in, numbers or
 tensors come out; nothing here trains, hooks, logs or writes files. The component that runs these
 at probe points (fixed held-out batches, eval mode) lives elsewhere.
 
@@ -11,7 +11,7 @@ Conventions:
   ``RankResult`` carrying n and d and a ``truncated`` flag (n < d) beside the value.
 - "Non-embedding" parameters are the tensors inside ``blocks.*`` (GPT.non_embedding_named_parameters):
   token embedding (tied with the output head), position embedding and the final LayerNorm are
-  excluded (protocol.md, "Models").
+  excluded (arXiv:2606.24752, "Models").
 - Attention probabilities are (B, H, Tq, Tk) with query row q at absolute position q; a causal
   query at position q sees q + 1 keys.
 """
@@ -373,7 +373,7 @@ def non_embedding_parameters(model: nn.Module) -> list[tuple[str, torch.Tensor]]
 def mean_abs_param(model: nn.Module) -> float:
     """mean |theta| over all non-embedding parameters, weights and biases pooled (one mean over
     every element, not a mean of per-tensor means). Dohare et al. 2024; arXiv 2606.24752.
-    Excludes token embedding (tied head), position embedding and the final LayerNorm (protocol.md)."""
+    Excludes token embedding (tied head), position embedding and the final LayerNorm (arXiv:2606.24752, "Models")."""
     named = non_embedding_parameters(model)
     total = math.fsum(p.detach().to(torch.float64).abs().sum().item() for _, p in named)
     return total / sum(p.numel() for _, p in named)

@@ -7,11 +7,12 @@ differently (nanochat): bpb = loss / ln 2 / (bytes per token of that language).
 from __future__ import annotations
 
 import math
-from contextlib import nullcontext
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from plasticlm.step import autocast_context
 
 
 def fixed_windows(tokens: np.ndarray, n: int, seq_len: int) -> np.ndarray:
@@ -21,12 +22,6 @@ def fixed_windows(tokens: np.ndarray, n: int, seq_len: int) -> np.ndarray:
         raise ValueError(f"{len(tokens)} tokens are fewer than one sequence of {seq_len + 1}")
     starts = np.linspace(0, last, num=n).astype(np.int64) if n > 1 else np.zeros(1, np.int64)
     return np.stack([np.asarray(tokens[s : s + seq_len + 1]) for s in starts]).astype(np.int64)
-
-
-def autocast_context(device: torch.device, dtype: str):
-    if dtype == "bfloat16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
 
 
 @torch.no_grad()

@@ -1,6 +1,6 @@
 """Forgetting beside plasticity: what each language keeps while the others are trained.
 
-Pure functions of a run's ``metrics.jsonl`` rows: the evaluator (``train_callbacks.Evaluator``)
+Pure functions of a run's ``metrics.jsonl`` rows: the evaluator (``components.core.Evaluator``)
 writes ``val/<lang>/bpb`` before training (``task_index`` -1) and after every ``eval.every_tasks``
 tasks (``task_index`` = the 0-based task just trained). Bits per byte make languages comparable
 whatever their tokenizer compression (nanochat).

@@ -1,6 +1,6 @@
 """The GPT of arXiv:2606.24752: a pre-LN decoder-only transformer, its size presets and its counts.
 
-Architecture (protocol.md, "Models"): LayerNorm with bias before attention and before the MLP,
+Architecture (arXiv:2606.24752, "Models"): LayerNorm with bias before attention and before the MLP,
 GeLU MLP with expansion 4, learned absolute position embeddings, token embedding tied with the
 output head, biases in every linear layer, causal scaled-dot-product attention, head dim 64.
 
@@ -55,7 +55,7 @@ class GPTConfig:
         return self.n_head * self.head_dim
 
 
-# The paper's ladder (protocol.md): layers x width as reconstructed, head dim 64, d/L ~ 80.
+# The paper's ladder (arXiv:2606.24752, size table): layers x width as reconstructed, head dim 64, d/L ~ 80.
 PAPER_PRESETS: dict[str, tuple[int, int, int]] = {
     "5M": (4, 320, 5),
     "12M": (5, 448, 7),
@@ -72,7 +72,7 @@ PAPER_HEAD_DIM = 64
 # the paper's ladder, width and depth grow together and only the head count changes per head size.
 # The ladder spans 204x in non-embedding parameters (3K..670K, the paper's spans 64x), which is
 # enough for a power-law fit, while the largest still trains at tens of thousands of tokens/s on
-# 2 CPU cores with a 1,024-token vocabulary (shared/spec/data-sources.md, "CPU facts").
+# 2 CPU cores with a 1,024-token vocabulary (README, "Model sizes").
 MICRO_PRESETS: dict[str, tuple[int, int, int]] = {
     "3K": (1, 16, 1),
     "25K": (2, 32, 2),
@@ -145,10 +145,10 @@ def block_params(c: GPTConfig) -> int:
 
 
 def non_embedding_params(c: GPTConfig) -> int:
-    """The non-embedding count of arXiv:2606.24752 (protocol.md): 12 L d^2 + 14 L d (for A = d).
+    """The non-embedding count of arXiv:2606.24752: 12 L d^2 + 14 L d (for A = d).
 
     This is the x-axis of the scaling law and reproduces the paper's published size table exactly
-    (5M = 4,933,120 ... 314M = 314,859,520). Note: protocol.md itemises the counted tensors
+    (5M = 4,933,120 ... 314M = 314,859,520). Note: the paper itemises the counted tensors
     (q/k/v/out and MLP weights with biases, both block LayerNorms), and those sum to
     12 L d^2 + 13 L d, which is ``block_params`` (the module's real numel). The published counts
     carry one more d per block; we keep the paper's convention for comparability (the gap, L*d,

@@ -20,7 +20,7 @@ def peak_lr(optim_cfg, non_embedding_params: int) -> float:
     """``optim.lr`` if set, else a power law in the non-embedding count through two anchors.
 
     Paper defaults: 3e-3 at 5M (4,933,120) and 1e-3 at 314M (314,859,520), interpolated between sizes
-    (protocol.md: "a power law in the non-embedding count through the two end points"). Sizes
+    (arXiv:2606.24752: "a power law in the non-embedding count through the two end points"). Sizes
     outside the anchors (the CPU micro ladder) extrapolate the same law.
     """
     if optim_cfg.lr > 0:

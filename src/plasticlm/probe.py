@@ -35,30 +35,33 @@ import fcntl
 import hashlib
 import io
 import json
+import multiprocessing as mp
 import os
 import time
 from dataclasses import dataclass
+from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from plasticlm.callbacks import Callback
-from plasticlm.config import Config, StreamConfig
+from plasticlm.checkpoint import checkpoints_dir, list_checkpoints, load_checkpoint
+from plasticlm.config import Config, StreamConfig, load_config
 from plasticlm.data.paths import home_dir
-from plasticlm.data.stream import LanguageStream, Task
-from plasticlm.errors import NonFiniteLoss
+from plasticlm.data.prepare import prepare_data
+from plasticlm.data.stream import LanguageStream, Task, task_count
+from plasticlm.errors import DataError, NonFiniteLoss, PlasticError
 from plasticlm.evaluate import fixed_windows, sequence_losses
-from plasticlm.model import GPT, GPTConfig
+from plasticlm.model import GPT, GPTConfig, build_gpt_config, configure_cpu, non_embedding_params
 from plasticlm.onset import auc as probe_auc
 from plasticlm.onset import dauc
-from plasticlm.optim import LRSchedule, build_optimizer, set_lr
-from plasticlm.runlog import JsonlLog, atomic_write_bytes, atomic_write_json, read_json
-
-if TYPE_CHECKING:  # pragma: no cover
-    from plasticlm.train import Trainer
-
+from plasticlm.optim import LRSchedule, build_optimizer, peak_lr, set_lr
+from plasticlm.progress import progress_bar
+from plasticlm.rundir import update_run_json
+from plasticlm.runlock import run_lock
+from plasticlm.runlog import JsonlLog, atomic_write_bytes, atomic_write_json, read_json, read_jsonl
+from plasticlm.step import clip_and_step, forward_backward, resolve_device
 
 # ---------------------------------------------------------------------------- schedule
 
@@ -111,8 +114,6 @@ class ProbeSetup:
               permutation: np.ndarray | None = None) -> ProbeSetup:
         lang = cfg.stream.permuted_base if permutation is not None else cfg.probe.language
         if lang not in data.train or lang not in data.val:
-            from plasticlm.errors import DataError
-
             raise DataError(f"no tokens for the probe language {lang!r}: build the corpus with it")
         windows = fixed_windows(data.val[lang], cfg.probe.sequences, cfg.model.seq_len)
         if permutation is not None:
@@ -130,8 +131,6 @@ class ProbeSetup:
 
     def key(self, seed: int) -> str:
         """Content hash of everything that determines a scratch probe (size, recipe, data, seed)."""
-        from importlib.metadata import version
-
         h = hashlib.sha256()
         c = self.cfg
         o = c.optim  # only what a probe uses: its LR is the resolved self.lr, it resets nothing
@@ -203,8 +202,6 @@ def run_probe(model: torch.nn.Module, setup: ProbeSetup) -> ProbeResult:
 
 def _probe_once(model: torch.nn.Module, setup: ProbeSetup, offset: int) -> ProbeResult:
     """Train a copy of ``model`` on the probe language from training token ``offset``."""
-    from plasticlm.train import clip_and_step, forward_backward
-
     cfg = setup.cfg
     t0 = time.perf_counter()
     devices = [setup.device.index or 0] if setup.device.type == "cuda" else []
@@ -282,7 +279,7 @@ def _compute_scratch(setup: ProbeSetup, seed: int, cache_dir: Path, key: str) ->
     return doc
 
 
-# ---------------------------------------------------------------------------- rows and the callback
+# ---------------------------------------------------------------------------- rows
 
 
 def probe_row(name: str, task: Task, tokens_seen: int, result: ProbeResult, scratch: dict | None) -> dict[str, Any]:
@@ -306,57 +303,6 @@ def probe_row(name: str, task: Task, tokens_seen: int, result: ProbeResult, scra
     }
 
 
-class ProbeCallback(Callback):
-    """Probes at the scheduled task boundaries (in-run), and keeps those checkpoints for post-hoc probes."""
-
-    name = "probe"
-
-    def __init__(self, loop: Trainer):
-        from plasticlm.checkpoint import checkpoint_name
-
-        cfg = loop.cfg
-        s = loop.stream
-        self.points = set(probe_task_indices(cfg, s.num_tasks, s.tasks_per_cycle, s.tokens_per_task))
-        self.names = {checkpoint_name(k) for k in self.points}
-        self.in_run = cfg.probe.in_run
-        self.log = JsonlLog(loop.run_dir / "probes.jsonl", enabled=loop.metrics.enabled)
-        if self.in_run:  # post-hoc rows (`plasticlm probe`) are not the run's to roll back on resume
-            loop.logs["probes"] = self.log
-        perm = s.probe_permutation() if s.kind == "permuted" else None
-        self.setup = ProbeSetup.build(cfg, loop.data, loop.gpt_config, loop.peak_lr, loop.device, perm)
-        self.scratch: dict | None = None
-
-    def on_fit_start(self, loop: Trainer) -> None:
-        if self.in_run and loop.cfg.probe.scratch_baseline and self.points:
-            self.scratch = scratch_baseline(self.setup, loop.cfg.train.seed)
-            from plasticlm.train import update_run_json
-
-            if loop.metrics.enabled:
-                update_run_json(loop.run_dir, scratch=self.scratch)
-
-    def on_task_end(self, loop: Trainer, task: Task) -> None:
-        if not (self.in_run and task.index in self.points):
-            return
-        from plasticlm.checkpoint import checkpoint_name
-
-        name = checkpoint_name(task.index)
-        result = run_probe(loop.model, self.setup)
-        if self.log.enabled:
-            atomic_write_bytes(loop.run_dir / "probes" / f"{name}.npz", result.npz_bytes())
-            row = probe_row(name, task, loop.tokens, result, self.scratch)
-            self.log.append(row)
-            loop.log({"probe/auc": result.auc, "probe/final_loss": result.final_loss,
-                      "probe/seconds": result.seconds})
-
-    def wants_checkpoint(self, task: Task) -> bool:
-        """Post-hoc probing (``probe.in_run = false``) needs a checkpoint at every probe point."""
-        return not self.in_run and task.index in self.points
-
-    def pinned_checkpoints(self) -> set[str]:
-        """Kept from pruning until probed post hoc (in-run probes need no checkpoint afterwards)."""
-        return set() if self.in_run else set(self.names)
-
-
 # ---------------------------------------------------------------------------- post-hoc probing
 
 
@@ -366,16 +312,10 @@ def _checkpoint_task(meta: dict[str, Any]) -> Task:
 
 def probe_checkpoint(run_dir: str | Path, name: str, data: Any = None, threads: int = 0) -> dict[str, Any]:
     """Probe one saved checkpoint of a run; write its npz and return its probes.jsonl row."""
-    from plasticlm.checkpoint import checkpoints_dir, load_checkpoint
-    from plasticlm.config import load_config
-    from plasticlm.model import build_gpt_config, configure_cpu, non_embedding_params
-    from plasticlm.optim import peak_lr
-    from plasticlm.train import load_data, resolve_device
-
     run_dir = Path(run_dir)
     configure_cpu(threads)
     cfg = load_config(run_dir / "config.toml")
-    data = data if data is not None else load_data(cfg, progress=False)
+    data = data if data is not None else prepare_data(cfg, progress=False)
     gpt_config = build_gpt_config(cfg.model, data.vocab_size)
     device = resolve_device(cfg.train.device)
     model = GPT(gpt_config).to(device)
@@ -387,8 +327,6 @@ def probe_checkpoint(run_dir: str | Path, name: str, data: Any = None, threads: 
     setup = ProbeSetup.build(cfg, data, gpt_config, peak_lr(cfg.optim, non_embedding_params(gpt_config)), device, perm)
     scratch = scratch_baseline(setup, cfg.train.seed) if cfg.probe.scratch_baseline else None
     if scratch is not None:
-        from plasticlm.train import update_run_json
-
         update_run_json(run_dir, scratch=scratch)
     result = run_probe(model, setup)
     atomic_write_bytes(run_dir / "probes" / f"{name}.npz", result.npz_bytes())
@@ -403,11 +341,6 @@ def _worker(args: tuple[str, str, int]) -> dict[str, Any]:
 def pending_checkpoints(run_dir: str | Path, checkpoint: str | None = None, log: str = "probes.jsonl") -> list[str]:
     """Checkpoints at the run's probe points (or the one named) that have no row yet in ``log``
     (probes.jsonl; `plasticlm diagnose` passes diagnostics.jsonl)."""
-    from plasticlm.checkpoint import list_checkpoints
-    from plasticlm.config import load_config
-    from plasticlm.errors import PlasticError
-    from plasticlm.runlog import read_jsonl
-
     run_dir = Path(run_dir)
     if not (run_dir / "config.toml").exists():
         raise PlasticError(f"{run_dir} is not a run directory (no config.toml)")
@@ -431,7 +364,7 @@ def pending_checkpoints(run_dir: str | Path, checkpoint: str | None = None, log:
         n_lang = len(cfg.stream.languages)
         any_meta = next(iter(saved.values()))
         tokens_per_task = any_meta["tokens"] // (any_meta["task_index"] + 1)
-        points = probe_task_indices(cfg, n_lang * cfg.stream.cycles, n_lang, tokens_per_task)
+        points = probe_task_indices(cfg, task_count(cfg.stream), n_lang, tokens_per_task)
         wanted = [n for n, m in saved.items() if m["task_index"] in points]
     else:
         wanted = []
@@ -446,9 +379,7 @@ def probe_run_dir(run_dir: str | Path, workers: int = 1, checkpoint: str | None 
     Torch threads are divided between workers (at least 1 each). Rows are appended to probes.jsonl
     as probes finish (under a file lock, so array jobs probing one checkpoint each can share a run).
     """
-    from plasticlm.runlock import run_lock  # whole-run probes exclusive, --checkpoint jobs shared
-
-    with run_lock(run_dir, "probe", shared=checkpoint is not None):
+    with run_lock(run_dir, "probe", shared=checkpoint is not None):  # whole runs exclusive, checkpoints shared
         return _probe_run_dir(run_dir, workers, checkpoint, data, progress)
 
 
@@ -461,8 +392,6 @@ def _probe_run_dir(run_dir: str | Path, workers: int, checkpoint: str | None, da
     rows = []
     bar = None
     if progress:
-        from plasticlm.progress import progress_bar
-
         bar = progress_bar(total=len(todo), unit="probe", desc=f"probing {Path(run_dir).name}")
     if workers <= 1 or len(todo) == 1:
         for name in todo:
@@ -472,8 +401,6 @@ def _probe_run_dir(run_dir: str | Path, workers: int, checkpoint: str | None, da
             if bar:
                 bar.update(1)
     else:
-        import multiprocessing as mp
-
         threads = max(1, (os.cpu_count() or 1) // workers)
         with mp.get_context("spawn").Pool(workers) as pool:
             for row in pool.imap_unordered(_worker, [(str(run_dir), n, threads) for n in todo]):

@@ -41,9 +41,9 @@ def run_study(cfg: Config, *, config_path: str | None = None, parallel: int | No
     if data is None:
         if not quiet:
             print(f"[study] preparing data ({cfg.data.source})", file=sys.stderr)
-        from plasticlm.train import load_data
+        from plasticlm.data.prepare import prepare_data
 
-        data = load_data(cfg, progress=not quiet)
+        data = prepare_data(cfg, progress=not quiet)
     data_s = time.perf_counter() - t0
     in_process = (parallel or cfg.sweep.parallel) <= 1  # spawned workers load the (now cached) data themselves
     summary = run_sweep(cfg, study_dir, config_path=config_path, parallel=parallel, quiet=quiet,

@@ -103,12 +103,12 @@ def _train_one(run_dir: Path, cfg: Config, quiet: bool, data: Any = None) -> dic
     """Train, or resume when the run directory already holds the run. A run stopped by a non-finite
     loss is reported (status "failed" in its run.json) and does not stop the other runs."""
     from plasticlm.errors import NonFiniteLoss
-    from plasticlm.experiment import resume_run, train_run
+    from plasticlm.train import resume, train
 
     try:
         if (run_dir / "config.toml").exists():
-            return resume_run(run_dir, quiet=quiet, data=data)
-        return train_run(cfg, run_dir, quiet=quiet, data=data)
+            return resume(run_dir, quiet=quiet, data=data)
+        return train(cfg, run_dir, quiet=quiet, data=data)
     except NonFiniteLoss as e:
         print(f"[sweep] {run_dir.name} failed: {e}", file=sys.stderr)
         return {"run_dir": str(run_dir), "error": str(e)}
@@ -406,6 +406,6 @@ def _vocab_size(cfg: Config, quiet: bool) -> int:
     """The vocabulary of the study's data (builds corpus, tokenizer and shards when missing)."""
     if cfg.model.vocab_size:
         return cfg.model.vocab_size
-    from plasticlm.train import load_data
+    from plasticlm.data.prepare import prepare_data
 
-    return load_data(cfg, progress=not quiet).vocab_size
+    return prepare_data(cfg, progress=not quiet).vocab_size

@@ -50,6 +50,8 @@ def _non_finite(cfg: Any) -> list[str]:
     """TOML reads ``nan`` and ``inf`` as floats: no float setting of this project may be either."""
     out = []
     for sec in dataclasses.fields(cfg):
+        if not dataclasses.is_dataclass(getattr(cfg, sec.name)):  # [components.*]: checked by each component
+            continue
         for f in dataclasses.fields(getattr(cfg, sec.name)):
             v = getattr(getattr(cfg, sec.name), f.name)
             vals = v if isinstance(v, list) else [v]
@@ -115,7 +117,9 @@ def config_problems(cfg: Any) -> list[str]:
     problems = _non_finite(cfg) + _bounds(cfg)
     if problems:
         return problems
-    return _model(cfg) + _languages(cfg)
+    from plasticlm.components import component_problems
+
+    return _model(cfg) + _languages(cfg) + component_problems(cfg)
 
 
 # ---------------------------------------------------------------------------- directories

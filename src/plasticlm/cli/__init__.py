@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "plasticlm.cli.study_cmd",
     "plasticlm.cli.report_cmd",
     "plasticlm.cli.export_cmd",
+    "plasticlm.cli.components_cmd",
     "plasticlm.cli.mitigations_cmd",
 )
 

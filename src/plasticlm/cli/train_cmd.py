@@ -32,7 +32,7 @@ def _run(fn, args) -> int:
 
 
 def run_train(args) -> int:
-    from plasticlm.experiment import train_run as train
+    from plasticlm.train import train
 
     cfg = load_config(args.config, args.overrides)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.config, cfg)
@@ -40,7 +40,7 @@ def run_train(args) -> int:
 
 
 def run_resume(args) -> int:
-    from plasticlm.experiment import resume_run as resume
+    from plasticlm.train import resume
     from plasticlm.validate import require_run_dir
 
     require_run_dir(args.run_dir)

@@ -1,4 +1,4 @@
-"""Data: corpora, tokenizer, token shards and the language stream (shared/spec/data-sources.md).
+"""Data: corpora, tokenizer, token shards and the language stream (README, "Data").
 
 corpus (sources/, corpus.py) -> document-level split (splits.py) -> tokenizer (tokenizer.py)
 -> memory-mapped token shards (shards.py); ``prepare.prepare_data`` ties them together; the

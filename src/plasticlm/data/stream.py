@@ -4,7 +4,7 @@ Continual (arXiv:2606.24752, "multilingual continual learning problem"): the tra
 a fixed order; task k serves ``tokens_per_task`` fresh tokens of language ``order[k mod n]``; a
 cycle is one pass over all languages. Each language's training tokens are read in order and wrap
 around when exhausted; how many times each language has wrapped is reported (``epochs``), since
-small corpora are reused many times (shared/spec/data-sources.md).
+small corpora are reused many times (README, "Data").
 
 Stationary (the paper's control): every sequence of every batch is drawn from the uniform (or
 weighted) mixture of the same languages, with the same token budget; "tasks" are then only
@@ -33,6 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from plasticlm.config import StreamConfig
 from plasticlm.errors import DataError
 
 
@@ -54,12 +55,19 @@ def steps_per_task(tokens_per_task: int, batch_size: int, seq_len: int) -> int:
     return max(1, round(tokens_per_task / (batch_size * seq_len)))
 
 
+def task_count(cfg: StreamConfig) -> int:
+    """Task instances in a run: one task per language per cycle (arXiv:2606.24752: 8 languages x
+    cycles), for every stream kind (a stationary or permuted stream has as many equal segments). The one
+    rule for the stream, the probe schedule, `plasticlm plan` and the sweep."""
+    return len(cfg.languages) * cfg.cycles
+
+
 class LanguageStream:
     """Serves (inputs, targets) batches of token ids for the configured stream kind."""
 
     def __init__(
         self,
-        cfg,  # plasticlm.config.StreamConfig
+        cfg: StreamConfig,
         train_tokens: dict[str, np.ndarray],
         seq_len: int,
         batch_size: int,
@@ -102,7 +110,7 @@ class LanguageStream:
                 stacklevel=2,
             )
         self.tasks_per_cycle = len(self.languages)
-        self.num_tasks = self.tasks_per_cycle * cfg.cycles
+        self.num_tasks = task_count(cfg)
         self.total_steps = self.num_tasks * self.steps_per_task
         w = np.asarray(cfg.weights or [1.0] * len(self.languages), dtype=np.float64)
         self.weights = w / w.sum()

@@ -1,6 +1,6 @@
 """Text extraction and cleaning: visible text of help pages, paragraph filters, UTF-8 decoding.
 
-The HTML rules follow shared/spec/data-sources.md ("Embedded default"): the standard library's
+The HTML rules follow the project's data-source notes (README, "Data"): the standard library's
 html.parser; head, script and style dropped; paragraphs split at block-level tags; whitespace
 collapsed. We also drop the page chrome of the LibreOffice help (header, aside, nav, footer: the
 same menu and debug lines on every page) so that a page's document is its help text only.

@@ -1,6 +1,6 @@
 """Corpus sources behind one interface: each yields documents (str) for a language.
 
-Sources (shared/spec/data-sources.md): ``debian-docs`` (translated LibreOffice help from Debian
+Sources (README, "Data"): ``debian-docs`` (translated LibreOffice help from Debian
 packages; the offline default), ``local`` (a directory per language), ``hf`` (Hugging Face
 ``datasets``) and ``synthetic`` (generated languages for tests and fast experiments).
 Modules are imported on first use, so that ``datasets`` is only imported by the hf source.
