@@ -24,6 +24,7 @@ from typing import Any, Literal, get_args, get_origin
 import tomli_w
 
 from plasticlm.errors import ConfigError
+from plasticlm.validate import config_problems
 
 PAPER_LANGUAGES = ["en", "zh", "fr", "ja", "es", "de", "pt", "ru"]
 """Training order of arXiv:2606.24752: consecutive languages are dissimilar."""
@@ -574,9 +575,7 @@ def from_dict(data: dict[str, Any], source: str = "config") -> Config:
     cfg = _from_dict(Config, data, "", errors)
     if not errors:
         errors += cfg.validate()
-    if not errors:  # presets, the source's languages, finite numbers (validate.py)
-        from plasticlm.validate import config_problems
-
+    if not errors:  # presets, the source's languages, finite numbers, registered checks (validate.py)
         errors += config_problems(cfg)
     if errors:
         raise ConfigError(errors, source)

@@ -6,7 +6,6 @@ module times the real training step (``step.forward_backward`` + ``step.clip_and
 step that training and probes run) and the evaluation forward pass (``evaluate.sequence_losses``)
 of every preset at the study's batch size and sequence length, with the threads each run will get
 (``os.cpu_count() // parallel``), and converts the plan's counts into seconds:
-
     train_s = steps * t_step
     probe_s = (probes + scratch probes) * probe.steps * probe.replicates * t_step
     eval_s  = eval tokens / eval tokens-per-second    (probe validation + training validation)
@@ -27,8 +26,11 @@ import numpy as np
 import torch
 
 from plasticlm.config import Config
+from plasticlm.evaluate import sequence_losses
 from plasticlm.model import GPT, build_gpt_config, configure_cpu
+from plasticlm.optim import build_optimizer
 from plasticlm.plan import StudyPlan
+from plasticlm.step import clip_and_step, forward_backward
 
 
 @dataclass(frozen=True)
@@ -44,9 +46,6 @@ class PresetRate:
 
 def measure_preset(cfg: Config, preset: str, threads: int, steps: int = 6, warmup: int = 2) -> PresetRate:
     """Time ``steps`` real training steps (after ``warmup``) and one evaluation pass of ``preset``."""
-    from plasticlm.evaluate import sequence_losses
-    from plasticlm.optim import build_optimizer
-    from plasticlm.step import clip_and_step, forward_backward
 
     configure_cpu(threads)
     gpt = build_gpt_config(dataclasses.replace(cfg.model, preset=preset, depth=0), cfg.data.vocab_size)

@@ -3,7 +3,6 @@
 For one model (loaded from a run's checkpoint) this computes, in eval mode and on FIXED held-out
 batches, the correlates of plasticity loss listed in the README ("Diagnostics")
 (functions in ``plasticlm.diagnostics``; each cites its source):
-
 - on ``sequences`` validation windows of the probe language (``evaluate.fixed_windows``, the same
   windows for every checkpoint; for the permuted stream under the probe's held-out permutation, as
   ``probe.ProbeSetup``): per block, MLP dormancy (score-based, eps 0.01 as in arXiv 2606.24752) and
@@ -37,6 +36,7 @@ and ``tokens_seen``.
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -47,8 +47,20 @@ import numpy as np
 import torch
 
 from plasticlm import diagnostics as D
+from plasticlm.analysis import load_probes
+from plasticlm.checkpoint import checkpoints_dir, load_checkpoint
+from plasticlm.config import from_dict, load_config
+from plasticlm.data.prepare import prepare_data
+from plasticlm.data.stream import LanguageStream
+from plasticlm.diagnostics_analysis import analyse_run
 from plasticlm.errors import DataError, PlasticError
-from plasticlm.model import GPT, GPTConfig
+from plasticlm.evaluate import fixed_windows
+from plasticlm.forgetting import forgetting_from_run
+from plasticlm.model import GPT, GPTConfig, build_gpt_config, configure_cpu
+from plasticlm.probe import pending_checkpoints
+from plasticlm.progress import progress_bar
+from plasticlm.runlog import JsonlLog, read_json, read_jsonl
+from plasticlm.step import resolve_device
 
 LOG = "diagnostics.jsonl"
 """The run directory's diagnostics log (one row per diagnosed checkpoint)."""
@@ -325,8 +337,6 @@ def held_out_windows(cfg: Any, data: Any, vocab_size: int, options: DiagnoseOpti
     Deterministic from the run's config: ``evaluate.fixed_windows`` of each language's validation
     split. The permuted stream's probe windows get the probe's held-out permutation and its attention
     windows the permutation of the task ``task_index`` (0-based) that was just trained."""
-    from plasticlm.data.stream import LanguageStream
-    from plasticlm.evaluate import fixed_windows
 
     T = cfg.model.seq_len
     permuted = cfg.stream.kind == "permuted"
@@ -349,8 +359,6 @@ def held_out_windows(cfg: Any, data: Any, vocab_size: int, options: DiagnoseOpti
 
 
 def _checkpoint_config(path: Path, meta: dict[str, Any]):
-    from plasticlm.config import from_dict, load_config
-
     run_cfg = path.parent.parent / "config.toml"
     if path.parent.name == "checkpoints" and run_cfg.exists():
         return load_config(run_cfg)
@@ -363,11 +371,6 @@ def diagnose_checkpoint(path: str | Path, data: Any = None, options: DiagnoseOpt
                         threads: int = 0, device: str = "") -> dict[str, Any]:
     """The diagnostics row of one checkpoint directory (RUN_DIR/checkpoints/task-NNNNNN), computed on
     ``device`` ('' = the run's ``train.device``)."""
-    from plasticlm.checkpoint import load_checkpoint
-    from plasticlm.data.prepare import prepare_data
-    from plasticlm.model import build_gpt_config, configure_cpu
-    from plasticlm.runlog import read_json
-    from plasticlm.step import resolve_device
 
     path = Path(path)
     if not (path / "meta.json").exists() or not (path / "model.safetensors").exists():
@@ -404,9 +407,6 @@ def diagnose_run_dir(run_dir: str | Path, workers: int = 1, checkpoint: str | No
     """Diagnose a run's saved checkpoints at its probe points post hoc (as `plasticlm probe` does),
     skipping those already in diagnostics.jsonl; rows are appended under a file lock as they finish.
     Returns the new rows in task order."""
-    from plasticlm.checkpoint import checkpoints_dir
-    from plasticlm.probe import pending_checkpoints
-    from plasticlm.runlog import JsonlLog
 
     run_dir = Path(run_dir)
     o = options or DiagnoseOptions()
@@ -417,15 +417,11 @@ def diagnose_run_dir(run_dir: str | Path, workers: int = 1, checkpoint: str | No
     rows = []
     bar = None
     if progress:
-        from plasticlm.progress import progress_bar
-
         bar = progress_bar(total=len(todo), unit="checkpoint", desc=f"diagnosing {run_dir.name}")
     paths = [checkpoints_dir(run_dir) / n for n in todo]
     if workers <= 1 or len(todo) == 1:
         results = (diagnose_checkpoint(p, data=data, options=o, device=device) for p in paths)
     else:
-        import multiprocessing as mp
-
         threads = max(1, (os.cpu_count() or 1) // workers)
         pool = mp.get_context("spawn").Pool(workers)
         results = pool.imap_unordered(_worker, [(str(p), threads, asdict(o), device) for p in paths])
@@ -447,10 +443,6 @@ def diagnose_run_dir(run_dir: str | Path, workers: int = 1, checkpoint: str | No
 def run_document(run_dir: str | Path, new_rows: list[dict[str, Any]]) -> dict[str, Any]:
     """`diagnose RUN_DIR --json`: the rows just written, the forgetting matrix from metrics.jsonl and
     the run's correlation / lead-lag analysis of every diagnostic against the probe score."""
-    from plasticlm.analysis import load_probes
-    from plasticlm.diagnostics_analysis import analyse_run
-    from plasticlm.forgetting import forgetting_from_run
-    from plasticlm.runlog import read_jsonl
 
     run_dir = Path(run_dir)
     rows = read_jsonl(run_dir / LOG)

@@ -28,6 +28,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from plasticlm.errors import PlasticError
+from plasticlm.model import CausalSelfAttention
 
 # Cumulative-fraction comparisons (srank, approximate_rank) allow this much float64 rounding, so
 # that e.g. 99 equal singular values out of 100 count as reaching 0.99.
@@ -432,7 +433,6 @@ def qkv_head_norms(model: nn.Module) -> dict[str, torch.Tensor]:
     """Frobenius norm of each head's Q, K and V weight rows: {'blocks.i.attn': (3, n_head)} with
     rows q, k, v. The qkv weight (3 H K, d) holds q, k, v blocks, each head-major (model.py).
     Biases are excluded. A head whose Q or K norm collapses cannot sharpen its attention."""
-    from plasticlm.model import CausalSelfAttention
 
     out = {}
     for name, m in model.named_modules():

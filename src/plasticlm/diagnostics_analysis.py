@@ -5,7 +5,6 @@ Pure functions of a run's diagnostics.jsonl rows and its probe rows (``analysis.
 dAUC score per probe point, in task instances trained).
 
 Per run and diagnostic column d (every numeric ``diag/...`` key):
-
 - **Spearman correlation** (scipy.stats.spearmanr) of d with dAUC over the probe points that have
   both (at least 3, neither constant; otherwise None).
 - **Change point** of d: the onset rule of ``onset.find_onset`` (window-3 centred moving average,
@@ -35,6 +34,7 @@ import warnings
 from typing import Any
 
 import numpy as np
+from scipy.stats import spearmanr
 
 from plasticlm.onset import find_onset
 
@@ -67,7 +67,6 @@ def is_summary_column(key: str) -> bool:
 def spearman(x: np.ndarray, y: np.ndarray) -> tuple[float | None, float | None]:
     """(rho, p-value) of scipy.stats.spearmanr over the finite pairs; (None, None) with fewer than 3
     pairs or a constant side (the rank correlation is undefined)."""
-    from scipy.stats import spearmanr
 
     x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     ok = np.isfinite(x) & np.isfinite(y)

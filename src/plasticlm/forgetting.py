@@ -24,7 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from plasticlm.config import load_config
 from plasticlm.errors import PlasticError
+from plasticlm.runlog import read_jsonl
 
 
 def _languages(rows: list[dict[str, Any]]) -> list[str]:
@@ -92,8 +94,6 @@ def forgetting_matrix(metrics: list[dict[str, Any]], languages: list[str] | None
 def forgetting_from_run(run_dir: str | Path) -> dict[str, Any] | str:
     """``forgetting_matrix`` of a run directory (columns: the training languages in stream order, then
     the others), or a sentence saying why there is none."""
-    from plasticlm.config import load_config
-    from plasticlm.runlog import read_jsonl
 
     run_dir = Path(run_dir)
     metrics = read_jsonl(run_dir / "metrics.jsonl")

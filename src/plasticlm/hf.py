@@ -4,7 +4,6 @@ The GPT of arXiv:2606.24752 (``model.py``) has GPT-2's architecture: pre-LN bloc
 bias, learned absolute positions, the token embedding tied with the output head, biases in every
 linear layer, a GeLU MLP of width 4 d, causal attention scaled by 1/sqrt(head_dim). A checkpoint
 therefore maps onto ``GPT2LMHeadModel`` tensor for tensor:
-
 | plasticlm                    | transformers GPT-2                                       |
 |------------------------------|----------------------------------------------------------|
 | wte, wpe, ln_f               | transformer.wte, transformer.wpe, transformer.ln_f       |
@@ -44,9 +43,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
+from plasticlm.checkpoint import find_checkpoint, load_checkpoint
+from plasticlm.config import load_config
+from plasticlm.data.paths import home_dir
 from plasticlm.errors import PlasticError
-from plasticlm.model import GPT, GPTConfig
+from plasticlm.model import GPT, GPTConfig, build_gpt_config
+from plasticlm.runlog import atomic_write_text, environment_info
 
 HF_ACTIVATION = {"exact": "gelu", "tanh": "gelu_pytorch_tanh"}
 """model.gelu -> transformers ``activation_function`` computing the same function (same torch kernel)."""
@@ -184,7 +190,6 @@ def gpt2_overrides(hf_dir: str | Path) -> list[str]:
 
 def read_gpt2_tensors(hf_dir: str | Path) -> dict[str, torch.Tensor]:
     """All tensors of model.safetensors (or of the shards listed in model.safetensors.index.json)."""
-    from safetensors.torch import load_file
 
     hf_dir = Path(hf_dir)
     single, index = hf_dir / "model.safetensors", hf_dir / "model.safetensors.index.json"
@@ -261,7 +266,6 @@ def _bytes_to_unicode() -> dict[int, str]:
 def byte_tokenizer_json(eot_token: str) -> str:
     """A tokenizer.json that encodes as ``data.tokenizer = "bytes"`` does: ids 0..255 are the UTF-8
     bytes, 256 is the end-of-document token."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
 
     vocab = {ch: b for b, ch in _bytes_to_unicode().items()}
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
@@ -282,7 +286,6 @@ def run_tokenizer_json(cfg, meta: dict[str, Any], override: str | None = None) -
     against the hash the checkpoint recorded), or "bpe": the cached BPE whose sha256 the checkpoint
     recorded, found under $PLASTICLM_HOME/tokenizers.
     """
-    from plasticlm.data.paths import home_dir
 
     choice = override or cfg.data.tokenizer
     recorded = (meta.get("data") or {}).get("tokenizer")
@@ -312,7 +315,6 @@ def run_tokenizer_json(cfg, meta: dict[str, Any], override: str | None = None) -
 def tokenizer_files(tokenizer_json: str, eot_token: str, seq_len: int) -> dict[str, str]:
     """tokenizer.json plus the two small files with which ``AutoTokenizer.from_pretrained`` loads it as a
     ``PreTrainedTokenizerFast`` whose bos/eos token is the end-of-document token."""
-    from tokenizers import Tokenizer
 
     tok = Tokenizer.from_str(tokenizer_json)
     if tok.token_to_id(eot_token) is None:
@@ -328,11 +330,7 @@ def tokenizer_files(tokenizer_json: str, eot_token: str, seq_len: int) -> dict[s
 def load_run_model(run_dir: str | Path, checkpoint: str | None = None) -> tuple[GPT, dict[str, Any], Any]:
     """(model, checkpoint meta, config) of one saved checkpoint of a run (default: the latest). The
     vocabulary size is read from the weights, so no data has to be prepared."""
-    from safetensors import safe_open
 
-    from plasticlm.checkpoint import find_checkpoint, load_checkpoint
-    from plasticlm.config import load_config
-    from plasticlm.model import build_gpt_config
 
     path = find_checkpoint(run_dir, checkpoint)
     cfg = load_config(Path(run_dir) / "config.toml")
@@ -362,9 +360,7 @@ def export_run(run_dir: str | Path, to: str | Path, checkpoint: str | None = Non
     The directory appears complete or not at all (written beside it, then renamed into place).
     Returns a summary (also written as ``plasticlm_export.json``).
     """
-    from safetensors.torch import save_file
 
-    from plasticlm.runlog import atomic_write_text, environment_info
 
     run_dir, to = Path(run_dir), Path(to)
     _prepare_target(to, overwrite)
@@ -372,7 +368,6 @@ def export_run(run_dir: str | Path, to: str | Path, checkpoint: str | None = Non
     check_gpt2_compatible(model.config)
     tok_json, tok_source = run_tokenizer_json(cfg, meta, tokenizer)
     files = tokenizer_files(tok_json, cfg.data.eot_token, model.config.seq_len)
-    from tokenizers import Tokenizer
 
     tok = Tokenizer.from_str(tok_json)
     if tok.get_vocab_size(with_added_tokens=True) > model.config.vocab_size:

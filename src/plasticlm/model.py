@@ -8,7 +8,6 @@ Shape legend for tensor names: B batch, T time (sequence), D d_model, H heads, K
 V vocabulary.
 
 Initialisation (GPT-2 / nanoGPT convention):
-
 | parameter                          | init                         |
 |------------------------------------|------------------------------|
 | wte (tied lm_head), wpe            | N(0, init_std)               |
@@ -27,6 +26,7 @@ The model holds no data, logging, distributed or probe code: those attach from o
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass
 
@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from plasticlm.errors import PlasticError
+from plasticlm.presets import MICRO_HEAD_DIM, MICRO_PRESETS, PAPER_HEAD_DIM, PAPER_PRESETS, preset_names
 
 
 @dataclass(frozen=True)
@@ -55,39 +56,6 @@ class GPTConfig:
         return self.n_head * self.head_dim
 
 
-# The paper's ladder (arXiv:2606.24752, size table): layers x width as reconstructed, head dim 64, d/L ~ 80.
-PAPER_PRESETS: dict[str, tuple[int, int, int]] = {
-    "5M": (4, 320, 5),
-    "12M": (5, 448, 7),
-    "27M": (7, 576, 9),
-    "39M": (8, 640, 10),
-    "53M": (9, 704, 11),
-    "83M": (10, 832, 13),
-    "106M": (11, 896, 14),
-    "314M": (16, 1280, 20),
-}
-PAPER_HEAD_DIM = 64
-
-# A CPU micro ladder: fixed aspect d/L = 16 and fixed head dim 16 across the ladder, so that, as in
-# the paper's ladder, width and depth grow together and only the head count changes per head size.
-# The ladder spans 204x in non-embedding parameters (3K..670K, the paper's spans 64x), which is
-# enough for a power-law fit, while the largest still trains at tens of thousands of tokens/s on
-# 2 CPU cores with a 1,024-token vocabulary (README, "Model sizes").
-MICRO_PRESETS: dict[str, tuple[int, int, int]] = {
-    "3K": (1, 16, 1),
-    "25K": (2, 32, 2),
-    "85K": (3, 48, 3),
-    "200K": (4, 64, 4),
-    "390K": (5, 80, 5),
-    "670K": (6, 96, 6),
-}
-MICRO_HEAD_DIM = 16
-
-
-def preset_names() -> list[str]:
-    return list(MICRO_PRESETS) + list(PAPER_PRESETS)
-
-
 def from_preset(name: str, vocab_size: int = 1024, seq_len: int = 128, **kw) -> GPTConfig:
     """A named size (the paper's eight, or the CPU micro ladder)."""
     if name in PAPER_PRESETS:
@@ -97,8 +65,6 @@ def from_preset(name: str, vocab_size: int = 1024, seq_len: int = 128, **kw) -> 
         n_layer, d_model, n_head = MICRO_PRESETS[name]
         head_dim = MICRO_HEAD_DIM
     else:
-        import difflib
-
         lower = {n.lower(): n for n in preset_names()}
         close = difflib.get_close_matches(name.lower(), list(lower), n=1)
         hint = f" (did you mean {lower[close[0]]!r}?)" if close else ""

@@ -11,10 +11,11 @@ import sys
 import threading
 from typing import Any
 
+from tqdm.auto import tqdm
+
 
 def progress_bar(**kwargs: Any):
     """A tqdm bar on stderr with a thread lock; keyword arguments go to tqdm."""
-    from tqdm.auto import tqdm
 
     tqdm.set_lock(threading.RLock())
     kwargs.setdefault("file", sys.stderr)

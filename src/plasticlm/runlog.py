@@ -22,6 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from plasticlm.errors import PlasticError
+
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
     path = Path(path)
@@ -100,7 +102,6 @@ def read_jsonl(path: str | Path, strict: bool = False) -> list[dict]:
     except UnicodeDecodeError as e:
         if not strict:
             raise
-        from plasticlm.errors import PlasticError
 
         raise PlasticError(f"{path}: not UTF-8 text (byte {e.start}); it is not a plasticlm log") from None
     rows = []
@@ -115,8 +116,6 @@ def read_jsonl(path: str | Path, strict: bool = False) -> list[dict]:
             rows.append(row)
         except json.JSONDecodeError as e:
             if strict and (i < len(lines) or text.endswith("\n")):
-                from plasticlm.errors import PlasticError
-
                 raise PlasticError(f"{path}: line {i} is not a JSON object ({e.msg}); the file was edited or "
                                    "corrupted: restore it, or delete that line") from None
             break  # a line torn by a kill: everything after it is not trusted

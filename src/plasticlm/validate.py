@@ -14,10 +14,13 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from plasticlm.data.sources import make_source
 from plasticlm.errors import DataError, PlasticError
+from plasticlm.presets import preset_names
 
 # (key, minimum, strict): ``strict`` means the value must be > minimum, else >= minimum.
 _BOUNDS: list[tuple[str, float, bool]] = [
@@ -71,8 +74,6 @@ def _bounds(cfg: Any) -> list[str]:
 
 def preset_problem(name: str, key: str) -> str | None:
     """A message for an unknown size preset (with a "did you mean"), or None when it is known."""
-    from plasticlm.model import preset_names
-
     names = preset_names()
     if name in names:
         return None
@@ -100,11 +101,8 @@ def _model(cfg: Any) -> list[str]:
 
 def _languages(cfg: Any) -> list[str]:
     """Every language the run reads must be one the corpus source can serve."""
-    from plasticlm.data.prepare import default_languages
-    from plasticlm.data.sources import make_source
-
     try:
-        return make_source(cfg.data).language_problems(default_languages(cfg))
+        return make_source(cfg.data).language_problems(cfg.data_languages())
     except DataError as e:
         return [f"data.source = {cfg.data.source!r}: {e}"]
     except (ValueError, RuntimeError, OSError) as e:  # a path with a NUL byte, ~user that does not exist
@@ -117,9 +115,20 @@ def config_problems(cfg: Any) -> list[str]:
     problems = _non_finite(cfg) + _bounds(cfg)
     if problems:
         return problems
-    from plasticlm.components import component_problems
+    problems = _model(cfg) + _languages(cfg)
+    for check in _CHECKS:
+        problems += check(cfg)
+    return problems
 
-    return _model(cfg) + _languages(cfg) + component_problems(cfg)
+
+_CHECKS: list[Callable[[Any], list[str]]] = []
+
+
+def add_config_check(check: Callable[[Any], list[str]]) -> None:
+    """Register a whole-config check of a layer above the config (e.g. the component registry: which
+    component names exist is known only once their modules are imported). Runs after the checks here."""
+    if check not in _CHECKS:
+        _CHECKS.append(check)
 
 
 # ---------------------------------------------------------------------------- directories

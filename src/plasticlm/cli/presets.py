@@ -3,15 +3,8 @@
 from __future__ import annotations
 
 from plasticlm.cli._common import add_json, print_json, print_table
-from plasticlm.model import (
-    MICRO_PRESETS,
-    block_params,
-    flops_per_token,
-    from_preset,
-    non_embedding_params,
-    preset_names,
-    total_params,
-)
+from plasticlm.model import block_params, flops_per_token, from_preset, non_embedding_params, total_params
+from plasticlm.presets import MICRO_PRESETS, preset_names
 
 
 def preset_rows(vocab_size: int, seq_len: int) -> list[dict]:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from plasticlm.bench import bench_presets
 from plasticlm.cli._common import add_json, add_set, print_json, print_table
 from plasticlm.config import load_config
+from plasticlm.train import resume, train
+from plasticlm.validate import require_run_dir
 
 
 def default_run_dir(config_path: str, cfg) -> Path:
@@ -32,24 +35,17 @@ def _run(fn, args) -> int:
 
 
 def run_train(args) -> int:
-    from plasticlm.train import train
-
     cfg = load_config(args.config, args.overrides)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.config, cfg)
     return _run(lambda: train(cfg, run_dir, quiet=args.quiet or args.json, overwrite=args.overwrite), args)
 
 
 def run_resume(args) -> int:
-    from plasticlm.train import resume
-    from plasticlm.validate import require_run_dir
-
     require_run_dir(args.run_dir)
     return _run(lambda: resume(args.run_dir, quiet=args.quiet or args.json), args)
 
 
 def run_bench(args) -> int:
-    from plasticlm.bench import bench_presets
-
     rows = bench_presets(args.presets.split(","), vocab_size=args.vocab_size, seq_len=args.seq_len,
                          batch_size=args.batch_size, steps=args.steps, device=args.device, dtype=args.dtype)
     if args.json:

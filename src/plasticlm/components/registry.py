@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 from plasticlm.components.base import Component, LoopView
 from plasticlm.config import Config, parse_section
 from plasticlm.errors import ConfigError
+from plasticlm.validate import add_config_check
 
 if TYPE_CHECKING:  # pragma: no cover
     from plasticlm.train import Trainer
@@ -112,6 +113,9 @@ def component_problems(cfg: Config) -> list[str]:
         problems.append(f"[components.{unused[0]}]: options for a component that train.components does not list "
                         f"(listed: {', '.join(cfg.train.components)}); add it there or remove the table")
     return problems
+
+
+add_config_check(component_problems)
 
 
 def build_components(trainer: Trainer, cfg: Config) -> list[tuple[Component, LoopView]]:

@@ -11,10 +11,12 @@ from __future__ import annotations
 import importlib
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-from plasticlm.config import DataConfig
 from plasticlm.errors import DataError
+
+if TYPE_CHECKING:  # pragma: no cover
+    from plasticlm.config import DataConfig
 
 _REGISTRY = {
     "debian-docs": "plasticlm.data.sources.debian:DebianDocsSource",
