@@ -197,3 +197,24 @@ def test_bad_input_exits_2_naming_the_fix(series, config, tmp_path, capsys):
     _probe(capsys, "--model", series / "step-2", config, "--out", out, "--tokenizer", series)
     err = _fails("--model", series / "step-4", config, "--out", out, "--tokenizer", series)
     assert "holds probes of another model" in err
+
+
+def test_a_plasticlm_export_scores_as_plasticlms_own_probe(tmp_path, capsys):
+    """The same recipe: a run's checkpoint, exported to transformers and probed with --model, gets the AUC that
+    the run's own in-run probe gave it (same data, same LR, same steps; float tolerance)."""
+    cfg_text = CONFIG.format(home=tmp_path / "home", seq=SEQ).replace(
+        'synthetic_bytes = 30000', 'synthetic_bytes = 30000\nvocab_size = 300\ntokenizer_sample_bytes = 10000')
+    config = tmp_path / "run.toml"
+    config.write_text(cfg_text + "\n[optim]\nlr = 3e-3\n")
+    run_dir = tmp_path / "run"
+    assert main(["train", str(config), "--run-dir", str(run_dir), "--quiet"]) == 0
+    ours = read_jsonl(run_dir / "probes.jsonl")
+    assert [r["checkpoint"] for r in ours] == ["task-000001"]
+    assert main(["export", str(run_dir), "--to", str(tmp_path / "hf"), "--checkpoint", "task-000001"]) == 0
+    capsys.readouterr()
+    doc = _probe(capsys, "--model", tmp_path / "hf", config, "--out", tmp_path / "out")
+    (row,) = doc["rows"]
+    assert row["task_index"] == ours[0]["task_index"] == 2 and row["tokens_seen"] == ours[0]["tokens_seen"]
+    assert row["auc"] == pytest.approx(ours[0]["auc"], rel=1e-4)
+    (written,) = read_jsonl(tmp_path / "out" / "probes.jsonl")
+    assert [v for _, v in written["curve"]] == pytest.approx([v for _, v in ours[0]["curve"]], rel=1e-4)

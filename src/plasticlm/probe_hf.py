@@ -144,6 +144,9 @@ def load_causal_lm(path: Path, device: torch.device) -> tuple[CausalLM, Any]:
     """(the model in float32 on ``device``, wrapped; its transformers config)."""
     tf = _transformers()
     hf_config = load_config_of(path)
+    if type(hf_config) not in tf.MODEL_FOR_CAUSAL_LM_MAPPING:  # checked first: the loader's own error is slow
+        raise PlasticError(f"{path}: a {hf_config.model_type!r} model is not a causal language model that "
+                           "AutoModelForCausalLM can load; give a decoder LM (GPT-2, Llama, OLMo, Qwen, ...)")
     dtype_kw = "dtype" if int(tf.__version__.split(".")[0]) >= 5 else "torch_dtype"
     try:
         hf = tf.AutoModelForCausalLM.from_pretrained(str(path), local_files_only=True, **{dtype_kw: torch.float32})
