@@ -254,10 +254,10 @@ def model_tokenizer(tokenizer_dir: Path, home: Path) -> tuple[Path, str, int]:
     return path, str(eot), len(tok)
 
 
-def probe_config(config_path: str | Path, overrides: list[str], tokenizer: Path, eot: str, device: str,
+def probe_config(config_path: str | Path, overrides: list[str], base: Config, tokenizer: Path, eot: str, device: str,
                  dtype: str | None) -> Config:
-    """The config with the model's tokenizer and the device (dtype: bfloat16 on a GPU, else float32)."""
-    base = load_config(config_path, overrides)
+    """``base`` (the config with ``overrides``) with the model's tokenizer and the device (dtype: bfloat16 on
+    a GPU, else float32)."""
     if base.stream.kind == "permuted":
         raise PlasticError("stream.kind = 'permuted': its probe permutes plasticlm's own token ids; probe a "
                            "transformers model with a continual or stationary config")
@@ -350,7 +350,7 @@ def probe_model(model: str, config_path: str | Path, *, out: str | Path, tokeniz
                            "model's tokenizer.json or tokenizer files)")
     base = load_config(config_path, overrides)
     tok_path, eot, n_tokens = model_tokenizer(tok_dir, home_dir(base.data.home))
-    cfg = probe_config(config_path, overrides or [], tok_path, eot, device, dtype)
+    cfg = probe_config(config_path, overrides or [], base, tok_path, eot, device, dtype)
     dev = resolve_device(cfg.train.device)
     if dev.type == "cpu":
         configure_cpu()

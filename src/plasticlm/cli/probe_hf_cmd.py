@@ -56,16 +56,18 @@ def run(args) -> int:
         return 0
     print(f"{doc['model']}: probe language {doc['probe_language']}, {doc['device']} {doc['dtype']}, "
           f"tokenizer {doc['tokenizer']} (documents end with {doc['eot_token']!r})")
-    scratch = doc["scratch"]
+    onset = doc["onset"]
+    score = {x["checkpoint"]: x["dauc"] for x in onset["scores"]}
     print_table([{"checkpoint": r["checkpoint"], "task_index": r["task_index"],
                   "tokens_seen": "-" if r["tokens_seen"] is None else r["tokens_seen"],
                   "auc": "-" if r["auc"] is None else f"{r['auc']:.4f}",
+                  "dauc": f"{score[r['checkpoint']]:+.2f}" if r["checkpoint"] in score else "-",
                   "dauc_scratch": "-" if r["dauc_scratch"] is None else f"{r['dauc_scratch']:+.2f}",
                   "seconds": r["seconds"]} for r in doc["rows"]],
-                ["checkpoint", "task_index", "tokens_seen", "auc", "dauc_scratch", "seconds"])
+                ["checkpoint", "task_index", "tokens_seen", "auc", "dauc", "dauc_scratch", "seconds"])
+    scratch = next((r["scratch_auc"] for r in doc["rows"] if r.get("scratch_auc")), None)
     if scratch:
-        print(f"scratch baseline (the architecture freshly initialised): AUC {scratch['auc']:.4f}")
-    onset = doc["onset"]
+        print(f"scratch baseline (the architecture freshly initialised): AUC {scratch:.4f}")
     if onset["onset_task_index"] is not None:
         print(f"onset: task_index {onset['onset_task_index']} ({onset['code']})"
               + (f"; {onset['reason']}" if onset["reason"] else ""))
