@@ -138,6 +138,7 @@ def test_a_longer_series_gets_the_onset_of_plasticlms_rule(series, config, tmp_p
     for step in (6, 8, 10):
         _train(model, 2, seed=step)
         model.save_pretrained(longer / f"checkpoint-{step}")
+    model.save_pretrained(longer)  # the HF Trainer's layout: the final model on top of its checkpoints
     doc = _probe(capsys, "--model", longer, config, "--out", tmp_path / "out", "--set", "probe.bootstrap=20")
     assert doc["probed"] == ["step-2", "step-4", "checkpoint-6", "checkpoint-8", "checkpoint-10"]
     x = [r["task_index"] for r in doc["rows"]]
@@ -166,6 +167,7 @@ def test_a_single_model_directory_and_a_name_in_the_local_cache(series, config, 
     (cache / "models--tiny--gpt" / "refs" / "main").write_text("abc123")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     named = _probe(capsys, "--model", "tiny/gpt", config, "--out", tmp_path / "b")
+    assert named["rows"][0]["checkpoint"] == "tiny--gpt"
     assert named["rows"][0]["auc"] == pytest.approx(doc["rows"][0]["auc"], rel=1e-6)
     assert named["scratch"]["auc"] == doc["scratch"]["auc"]  # the same architecture: the cached baseline
 

@@ -206,12 +206,14 @@ def _checkpoint(path: Path, name: str) -> HFCheckpoint:
     return HFCheckpoint(name, path, step or 0, step, tokens)
 
 
-def find_checkpoints(root: Path) -> list[HFCheckpoint]:
-    """``root`` itself when it holds config.json, else its numbered subdirectories holding one, in order."""
-    if (root / "config.json").is_file():
-        return [_checkpoint(root, root.name)]
+def find_checkpoints(root: Path, name: str | None = None) -> list[HFCheckpoint]:
+    """The subdirectories of ``root`` that hold a config.json and whose names end in a number, in order of
+    it (a series; also the HF Trainer's output_dir, whose top-level final model is then not probed), else
+    ``root`` itself (one model, named ``name`` or its directory name)."""
     found = [p for p in root.iterdir() if p.is_dir() and (p / "config.json").is_file()]
     numbered = sorted((int(m.group(1)), p) for p in found if (m := LAST_NUMBER.search(p.name)))
+    if not numbered and (root / "config.json").is_file():
+        return [_checkpoint(root, name or root.name)]
     if not numbered:
         raise PlasticError(
             f"{root} holds no config.json and no checkpoint directories (step-1000/, checkpoint-2000/ with a "
@@ -342,7 +344,7 @@ def probe_model(model: str, config_path: str | Path, *, out: str | Path, tokeniz
     (checkpoints that already have a row there are skipped). Returns the rows, the scratch baseline and
     the onset."""
     root = resolve_model(model)
-    checkpoints = find_checkpoints(root)
+    checkpoints = find_checkpoints(root, None if Path(model).expanduser().exists() else model.replace("/", "--"))
     tok_dir = Path(tokenizer).expanduser() if tokenizer else next(
         (d for d in [root, *(c.path for c in checkpoints)] if _has_tokenizer(d)), None)
     if tok_dir is None or not tok_dir.is_dir():
