@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from huggingface_hub import snapshot_download
 from torch import nn
 
 from plasticlm.config import Config, dumps_json, load_config
@@ -184,8 +185,6 @@ def resolve_model(model: str) -> Path:
             raise PlasticError(f"--model {model} is a file; give a model directory (save_pretrained) or a directory "
                                "of checkpoint directories")
         return path
-    from huggingface_hub import snapshot_download
-
     try:
         return Path(snapshot_download(repo_id=model, local_files_only=True))
     except Exception as e:  # any failure means: not available offline
