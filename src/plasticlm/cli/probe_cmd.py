@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from plasticlm.cli import probe_hf_cmd
 from plasticlm.cli._common import add_json, positive_int, print_json, print_table
 
 
@@ -9,6 +10,9 @@ def run(args) -> int:
     from plasticlm.probe import probe_run_dir
     from plasticlm.validate import require_run_dir
 
+    if args.model:
+        return probe_hf_cmd.run(args)
+    probe_hf_cmd.check_run_dir_args(args)
     require_run_dir(args.run_dir)
     rows = probe_run_dir(args.run_dir, workers=args.workers, checkpoint=args.checkpoint,
                          progress=not (args.quiet or args.json))
@@ -32,12 +36,16 @@ def register(sub) -> None:
         description="Trains a copy of each checkpoint at the run's probe points on the probe language "
         "(arXiv:2606.24752 'Probe') and appends one row per probe to RUN_DIR/probes.jsonl. Checkpoints "
         "that already have a row are skipped, so re-running probes nothing; --checkpoint probes one "
-        "(for cluster array jobs).",
+        "(for cluster array jobs). With --model DIR CONFIG it probes a Hugging Face transformers causal LM, "
+        "or each checkpoint of a series of them, with the config's probe recipe and data, and finds the onset.",
     )
-    p.add_argument("run_dir", help="a run directory written by `plasticlm train`")
+    p.add_argument("run_dir", metavar="RUN_DIR|CONFIG",
+                   help="a run directory written by `plasticlm train`; with --model, the config whose probe "
+                   "settings and data source to use")
     p.add_argument("--workers", type=positive_int, default=1,
                    help="parallel worker processes (torch threads are divided)")
     p.add_argument("--checkpoint", help="probe only this checkpoint (name like task-000007, or its 0-based task index)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    probe_hf_cmd.add_arguments(p)
     add_json(p)
     p.set_defaults(func=run)
