@@ -253,3 +253,22 @@ def test_sweep_no_train_analyses_the_finished_runs_only(tmp_path, home):
     assert codes == {"200K": "onset", "390K": "onset", "670K": "not_finished"}
     assert not (root / "runs" / "670K-s0-continual").exists()  # nothing was trained
     assert "error" in summary["fit"] and (root / "sizes.csv").is_file()
+
+
+def test_analysis_section_sets_the_fit_extrapolation_and_rejects_bad_values():
+    from plasticlm.config import AnalysisConfig
+    from plasticlm.errors import ConfigError
+    from plasticlm.records import OnsetRecord
+    from plasticlm.sweep import fit_onsets
+
+    assert (AnalysisConfig().window, AnalysisConfig().extrapolate_to) == (3, [1e9, 7e9])  # arXiv:2606.24752
+    recs = [OnsetRecord(f"{p}-s0-continual", p, "continual", n, 0, t, None, "onset", None, None, None, None, None,
+                        None, None) for p, n, t in (("a", 1000, 4), ("b", 10_000, 6), ("c", 100_000, 9))]
+    assert [e.params for e in fit_onsets(recs, tiny_config()).extrapolations] == [1e9, 7e9]
+    assert [e.params for e in fit_onsets(recs, tiny_config("analysis.extrapolate_to=[1e8]")).extrapolations] == [1e8]
+    with pytest.raises(ConfigError, match="analysis.window = 4: must be an odd positive integer"):
+        tiny_config("analysis.window=4")
+    with pytest.raises(ConfigError, match="unknown key 'analysis.windows'.*did you mean 'analysis.window'"):
+        tiny_config("analysis.windows=3")
+    with pytest.raises(ConfigError, match="analysis.extrapolate_to"):
+        tiny_config("analysis.extrapolate_to=[-1.0]")
