@@ -18,7 +18,8 @@ import numpy as np
 
 from plasticlm.config import Config, dumps_toml
 from plasticlm.runlog import atomic_write_bytes, atomic_write_json, atomic_write_text
-from plasticlm.sweep import run_specs, run_sweep
+from plasticlm.runspec import expand
+from plasticlm.sweep import run_sweep
 from tests.fakes import WITH_PROBES, fake_data, tiny_config
 
 TOKENS_PER_TASK = 320
@@ -85,7 +86,7 @@ def _designed_run(run_dir: Path, cfg: Config, onset: float, n_probes: int = 9, s
 def make_study(root: Path) -> Path:
     """Write the study into ``root`` (about 6 s on 2 CPU cores) and return it."""
     cfg = tiny_config(*STUDY, f"sweep.out_dir={root}")
-    for spec in run_specs(cfg):
+    for spec in expand(cfg):
         if spec.preset in DESIGNED:
             shift = 0.0 if spec.stream == "continual" else 2.0
             _designed_run(spec.run_dir(root), spec.cfg, DESIGNED[spec.preset] + shift)

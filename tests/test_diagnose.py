@@ -244,7 +244,7 @@ def _diag_rows(probes: list[dict], dormant_min_at: float) -> list[dict]:
 
 
 def test_report_shows_the_diagnostics_section_and_table(tmp_path):
-    from plasticlm.report import make_report
+    from plasticlm.report.build import make_report
     from plasticlm.runlog import atomic_write_text
     from tests.studies import STUDY, _designed_run
 
@@ -267,8 +267,9 @@ def test_report_shows_the_diagnostics_section_and_table(tmp_path):
     assert row[1] == "2" and row[4] == "-2" and row[5] == "[-2, -2]" and row[6] == "2 / 0 / 0"
     assert "blocks.0.attn.qkv.weight/norm" not in cells and "blocks.0.attn/entropy/head0" not in cells
     assert "Forgetting: final validation bits per byte" in section
+    from plasticlm.report.context import Context
+    from plasticlm.report.diagnostics_section import diagnostics
     from plasticlm.report.load import load_report_input
-    from plasticlm.report.sections import Context, diagnostics
 
     (study / "runs" / "200K-s0" / "diagnostics.jsonl").unlink()
     (study / "runs" / "390K-s0" / "diagnostics.jsonl").unlink()

@@ -8,7 +8,7 @@ from plasticlm.config import load_config
 from plasticlm.errors import PlasticError
 from plasticlm.model import flops_per_token, from_preset, non_embedding_params
 from plasticlm.plan import plan_data, plan_study, probe_token_positions
-from plasticlm.sweep import run_specs
+from plasticlm.runspec import expand
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,7 +119,7 @@ def test_cli_plan_paper_stationary_human(capsys):
     assert "stationary" in out and "GPU-hours" in out and "CPU-hours to tokenize" in out
     assert "data reuse (stream.allow_reuse = true): en 2.40x" in out
     cfg = load_config(ROOT / "configs/paper/stationary.toml")
-    specs = run_specs(cfg)
+    specs = expand(cfg)
     assert [s.name for s in specs] == [f"{p}-s0-{k}" for p in ("5M", "12M", "27M") for k in ("continual", "stationary")]
     stat = specs[1].cfg
     assert stat.stream.kind == "stationary" and stat.probe.every_tokens == 5_000_000_000

@@ -1,4 +1,5 @@
 import csv
+import dataclasses
 import html
 import json
 import re
@@ -10,9 +11,11 @@ import pytest
 
 from plasticlm.cli import main
 from plasticlm.errors import PlasticError
-from plasticlm.report import build_report, make_report
+from plasticlm.records import OnsetRecord
 from plasticlm.report import figures as F
+from plasticlm.report.build import build_report, make_report
 from plasticlm.runlog import atomic_write_json, read_json
+from plasticlm.scaling import Extrapolation, FormFit, ScalingFit
 
 STUDY_SECTIONS = ["summary", "probe-scores", "onsets", "scaling", "stationary", "val-bpb", "scratch", "runs"]
 STUDY_FIGURES = {"fig-probe-scores.png", "fig-onset-fit.png", "fig-stationary.png", "fig-val-bpb.png",
@@ -61,6 +64,22 @@ def assert_self_contained(report, root: Path) -> None:
     assert str(root.resolve()) not in doc and str(root) not in doc
     assert not re.search(r"https?://|file:|<script|<link|@import|url\(", doc, flags=re.I)
     assert doc.isascii()
+
+
+def _onset(task_index, tokens, code, ci=(None, None), fraction_null=None) -> OnsetRecord:
+    """A run's onset record with the given numbers (others empty)."""
+    return OnsetRecord("r", "85K", "continual", 84960, 1, task_index, tokens, code,
+                       {"left_censored": "left", "still_improving": "right"}.get(code), None, ci[0], ci[1],
+                       fraction_null, None, None)
+
+
+def _fit(n, b, ci, sizes=None, left_censored=0, extrapolations=(), **power) -> ScalingFit:
+    """A fit record with the given power-law statistics, on n points at ``sizes`` sizes (default n)."""
+    sizes = sizes or n
+    params = np.repeat(np.geomspace(1e4, 1e6, sizes), n // sizes)
+    law = FormFit("power", 0.01, b, np.log(0.01), n, 0.1, ci, 0.9, 1.0, 1.0, 0.1, 0.0, 1.0, **power)
+    return ScalingFit(params, np.full(n, 10.0), {"power": law}, "power", list(extrapolations), None,
+                      np.arange(n) < left_censored)
 
 
 # --------------------------------------------------------------------------------------------
@@ -146,12 +165,10 @@ def test_summary_states_onsets_fit_and_its_limits(study_dir, study_report):
 ])
 def test_fit_interpretation(b, ci, says):
     from plasticlm.report.load import ReportInput
-    from plasticlm.report.sections import _fit_sentences
+    from plasticlm.report.prose import fit_sentences
 
-    fit = {"n": 8, "n_sizes": 8, "best_by_loo": "power", "fits": {"power": {"a": 0.01, "b": b, "b_ci95": ci,
-                                                                             "b_boot95": None, "r2": 0.9}},
-           "extrapolations": [{"params": 1e9, "onset": 120.0, "pi95": [60.0, 250.0], "tokens": 6e11}]}
-    out = " ".join(_fit_sentences(ReportInput(Path("."), "study", [], fit=fit)))
+    fit = _fit(8, b, ci, extrapolations=[Extrapolation(1e9, 120.0, (60.0, 250.0), 6e11)])
+    out = " ".join(fit_sentences(ReportInput(Path("."), "study", [], fit=fit)))
     assert says in out
     assert "fitted to 8 onsets at 8 sizes" in out and "residual degree" not in out
     assert "1B params: 120 task instances (95% PI [60, 250]) = 600B tokens" in out
@@ -159,58 +176,56 @@ def test_fit_interpretation(b, ci, says):
 
 
 def test_onset_sentence_says_when_the_interval_is_wide_or_draws_have_no_onset():
-    from plasticlm.report.load import RunData, RunOnset
-    from plasticlm.report.sections import _onset_sentence
+    from plasticlm.report.load import RunData
+    from plasticlm.report.prose import onset_sentence
 
     probes = [{"task_index": k, "tokens_seen": 320 * k} for k in range(1, 10)]
     run = RunData("r", ".", Path("."), preset="85K", seed=1, stream="continual", probes=probes,
-                  onset=RunOnset(5.0, 1600.0, (2.0, 8.0), None, None, "onsets.csv", 0.3))
-    text = _onset_sentence(run)
+                  onset=_onset(5, 1600, "onset", ci=(2, 8), fraction_null=0.3))
+    text = onset_sentence(run)
     assert text.startswith("85K s1 (continual): onset after 5 task instances (1.6K tokens); 95% CI over validation "
                            "sequences [2, 8] task instances ([640, 2.56K] tokens) (evaluation noise only")
     assert "a wide interval, the onset is poorly determined" in text
     assert text.endswith("; 30% of the bootstrap draws find no onset at all")
-    run.onset = RunOnset(2.0, 640.0, (2.0, 2.0), None, "at or before", "onsets.csv", code="left_censored")
-    text = _onset_sentence(run)
+    run.onset = _onset(2, 640, "left_censored", ci=(2, 2))
+    text = onset_sentence(run)
     assert "onset at or before 2 task instances" in text and "left-censored" in text
     assert "evaluation noise only: it does not include training noise" in text
 
 
 def test_runs_bootstrap_interval_that_includes_zero_means_not_shown():
     from plasticlm.report.load import ReportInput
-    from plasticlm.report.sections import _fit_sentences
+    from plasticlm.report.prose import fit_sentences
 
-    fit = {"n": 9, "n_sizes": 3, "n_left_censored": 2, "best_by_loo": "power",
-           "fits": {"power": {"a": 1.0, "b": 0.5, "b_ci95": [0.2, 0.8], "b_boot95": [0.3, 0.7],
-                              "b_runs_boot95": [-0.2, 1.1], "r2": 0.5}}}
-    out = " ".join(_fit_sentences(ReportInput(Path("."), "study", [], fit=fit)))
+    fit = _fit(9, 0.5, (0.2, 0.8), sizes=3, left_censored=2, b_boot95=(0.3, 0.7), b_runs_boot95=(-0.2, 1.1))
+    out = " ".join(fit_sentences(ReportInput(Path("."), "study", [], fit=fit)))
     assert "bootstrap over runs within sizes (seed spread) [-0.2, 1.1]" in out
     assert "A 95% interval of b includes 0 (bootstrap over runs)" in out
     assert "2 of these onsets are left-censored" in out
 
 
 def test_size_sentence_never_calls_an_onset_certain_when_seeds_disagree():
-    from plasticlm.report.load import SizeOnset
-    from plasticlm.report.sections import _size_sentence
+    from plasticlm.records import SizeRecord
+    from plasticlm.report.prose import size_sentence
 
-    z = SizeOnset("25K", "continual", 25472, 3, 48.0, 6e6, "onset", None, (40.0, 64.0), [48.0, 64.0, 40.0], False)
-    text = _size_sentence(z)
+    z = SizeRecord("25K", "continual", 25472, 3, 48, 6291456, "onset", None, None, 40, 64, (48, 64, 40), False)
+    text = size_sentence(z)
     assert "onset of the seed-averaged score 48 task instances, 95% CI over runs [40, 64]" in text
     assert "seeds disagree" in text and "48, 64, 40" in text
-    z1 = SizeOnset("25K", "continual", 25472, 1, 48.0, 6e6, "onset", None, None, [48.0], True)
-    assert "one seed, so training noise is not measured" in _size_sentence(z1)
+    z1 = SizeRecord("25K", "continual", 25472, 1, 48, 6291456, "onset", None, None, None, None, (48,), True)
+    assert "one seed, so training noise is not measured" in size_sentence(z1)
 
 
 def test_a_large_study_summarises_onsets_per_size_and_stream():
-    from plasticlm.report.load import RunData, RunOnset
-    from plasticlm.report.sections import _onset_lines
+    from plasticlm.report.load import RunData
+    from plasticlm.report.prose import onset_lines
 
     runs = [RunData(f"{p}-s{seed}-{stream}", ".", Path("."), preset=p, seed=seed, stream=stream, params=n,
-                    onset=RunOnset(None if seed == 0 and stream == "stationary" else 3.0 + seed, None, None, None,
-                                   "reason", "onsets.csv"))
+                    onset=_onset(3 + seed, None, "onset") if seed or stream == "continual"
+                    else _onset(None, None, "still_improving"))
             for p, n in (("85K", 84_960), ("25K", 25_472)) for seed in range(4)
             for stream in ("continual", "stationary")]
-    lines = _onset_lines(runs)
+    lines = onset_lines(runs)
     assert lines == [
         "25K (continual, 4 runs): onset after 3, 4, 5, 6 task instances.",
         "85K (continual, 4 runs): onset after 3, 4, 5, 6 task instances.",
@@ -218,17 +233,18 @@ def test_a_large_study_summarises_onsets_per_size_and_stream():
         "85K (stationary, 4 runs): onset after 4, 5, 6 task instances; no onset in 1 of them.",
         "Each run's onset, its confidence interval, or why it has none: the Onsets table.",
     ]
-    assert len(_onset_lines(runs[:12])) == 12  # up to 12 runs: one sentence each
+    assert len(onset_lines(runs[:12])) == 12  # up to 12 runs: one sentence each
 
 
 def test_probe_figure_marks_the_onsets_of_onsets_csv_and_the_window3_mean(study_dir, monkeypatch, tmp_path):
     from plasticlm.report import sections
+    from plasticlm.report.context import Context
     from plasticlm.report.load import load_report_input
 
     drawn, plot = {}, F.plot_score_panels
     monkeypatch.setattr(F, "plot_score_panels",
                         lambda panels, path, **kw: plot(drawn.setdefault(Path(path).name, panels), path, **kw))
-    ctx = sections.Context(load_report_input(study_dir), tmp_path)
+    ctx = Context(load_report_input(study_dir), tmp_path)
     sections.probe_scores(ctx)
     panels = drawn["fig-probe-scores.png"]
     assert [p.title.split(":")[0] for p in panels] == ["25K", "85K", "200K", "390K", "670K"]
@@ -284,14 +300,20 @@ def test_missing_or_failed_fit_is_explained(study_dir, tmp_path):
 
 
 def test_fit_json_older_than_the_onsets_is_flagged(study_dir, tmp_path):
+    """The report never refits: when onsets.csv no longer gives the fit's points it says so, and shows fit.json."""
+    from plasticlm.records import read_onsets, write_onsets
+
     study = copy_study(study_dir, tmp_path / "s")
-    fit = read_json(study / "fit.json")
-    fit["n"] += 1
-    fit["fits"]["power"]["b"] += 0.1
-    atomic_write_json(study / "fit.json", fit)
-    scaling = section_text(make_report(study), "scaling")
-    assert f"fit.json was fitted to {fit['n']} onsets (b = {fit['fits']['power']['b']:.3g}), but the runs now hold" \
-        in scaling and "the figure shows the refit" in scaling
+    assert "fit.json was fitted" not in section_text(make_report(study), "scaling")
+    n = read_json(study / "fit.json")["n"]
+    records = read_onsets(study / "onsets.csv")
+    records = [dataclasses.replace(r, onset_task_index=4) if r.name == "200K-s0-continual" else r for r in records]
+    write_onsets(records, study / "onsets.csv")
+    r = make_report(study)
+    scaling = section_text(r, "scaling")
+    assert f"fit.json was fitted to {n} onsets, but onsets.csv now gives the fit {n} onsets (or other values)" \
+        in scaling and "show fit.json" in scaling
+    assert f"Scaling-law fits (fit.json; n = {n} onsets)" in scaling
 
 
 def test_runs_without_probes_or_onset_and_broken_files_render_with_reasons(study_dir, tmp_path):
@@ -303,7 +325,7 @@ def test_runs_without_probes_or_onset_and_broken_files_render_with_reasons(study
     atomic_write_json(study / "study.json", doc)
     (study / "runs" / "85K-s0-continual" / "probes.jsonl").unlink()
     (study / "runs" / "25K-s0-stationary" / "probes.jsonl").write_text('{"task_index": 1}\n')  # no auc
-    (study / "onsets.csv").write_text("name,onset_task_index\n")  # header only: every onset recomputed
+    (study / "onsets.csv").write_text("name,onset_task_index\n")  # not the study's header: no onset is shown
     (study / "fit.json").write_text("{not json")
     r = make_report(study, n_boot=20)
     summary = section_text(r, "summary")
@@ -312,6 +334,8 @@ def test_runs_without_probes_or_onset_and_broken_files_render_with_reasons(study
     assert "input problem(s)" in summary
     problems = section_text(r, "problems")
     assert "fit.json: cannot read the scaling-law fit" in problems and "probes.jsonl has a malformed row" in problems
+    assert "onsets.csv: the header is not name,preset,stream" in problems  # read, never recomputed
+    assert "200K s0 (continual): onset unknown (see Input problems)" in summary
     assert "No probes yet for: 85K s0, 1M s0." in section_text(r, "probe-scores")
     runs = section_text(r, "runs")
     assert "pending (no run directory yet)" in runs

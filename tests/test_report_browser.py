@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from plasticlm.report import make_report
+from plasticlm.report.build import make_report
 from tests.browser import Chromium, ensure_chromium
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(1800)]  # a first run may install chromium

@@ -6,7 +6,8 @@ import pytest
 
 from plasticlm.cli import main
 from plasticlm.errors import PlasticError
-from plasticlm.scaling import FORMS, bootstrap_exponent, extrapolate, fit_form, fit_scaling, plot_onset_fit
+from plasticlm.report.figures import clipped_y_limits, plot_onset_fit
+from plasticlm.scaling import FORMS, bootstrap_exponent, extrapolate, fit_form, fit_scaling
 
 # Four points with u = ln P = 0, 1, 2, 3 and v = ln T = 0, 1, 1, 2. By hand (ubar 1.5, Sxx 5, Sxy 3):
 # b = 0.6, c = 0.1, residuals -0.1, 0.3, -0.3, 0.1, SSR 0.2, s^2 = 0.1, b_se = sqrt(0.1 / 5) = sqrt(0.02),
@@ -138,7 +139,7 @@ def test_unknown_form_and_extrapolation_without_power():
 
 def test_plot_writes_the_file_atomically(tmp_path):
     fit = fit_scaling(P4, T4, n_boot=0, extrapolate_to=[100.0])
-    out = plot_onset_fit((P4, T4), fit.fits["power"], fit.extrapolations, tmp_path / "fig" / "onset.png")
+    out = plot_onset_fit(fit, tmp_path / "fig" / "onset.png")
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in out.parent.iterdir()] == ["onset.png"]
 
@@ -221,8 +222,6 @@ def test_counts_with_suffixes_read_as_numbers(tmp_path, capsys):
 
 
 def test_figure_y_axis_is_clipped_only_when_intervals_run_away():
-    from plasticlm.scaling import clipped_y_limits
-
     centre = np.array([20.0, 30.0, 80.0])
     assert clipped_y_limits(centre, np.array([10.0, 200.0])) is None  # within 100x: nothing to clip
     assert clipped_y_limits(centre, np.array([1e-14, 5.0, 2e19])) == (0.2, 8000.0)

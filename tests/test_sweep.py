@@ -3,22 +3,68 @@ import html
 
 import pytest
 
+from plasticlm.records import ONSET_COLUMNS
 from plasticlm.runlog import read_json
-from plasticlm.sweep import ONSET_COLUMNS, run_specs, run_sweep
+from plasticlm.runspec import expand
+from plasticlm.sweep import run_sweep
 from tests.fakes import WITH_PROBES, fake_data, patch_everywhere, tiny_config, use_fake_data
 
 SWEEP = ("probe.steps=4", "probe.eval_every=2", "probe.sequences=4", "probe.every_tokens=320",
          "probe.bootstrap=20", "sweep.presets=[25K, 85K]", "sweep.seeds=[0]", WITH_PROBES)
 
 
-def test_run_specs_cover_presets_seeds_and_stationary_twin():
-    cfg = tiny_config(*SWEEP, "sweep.seeds=[0, 1]", "sweep.stationary=true")
-    specs = run_specs(cfg)
+def test_expand_covers_presets_seeds_and_stationary_twin():
+    cfg = tiny_config(*SWEEP, "sweep.seeds=[0, 1]", "sweep.stationary=true", "sweep.stationary_probe_every_tokens=640")
+    specs = expand(cfg)
     assert [s.name for s in specs] == [
         "25K-s0-continual", "25K-s0-stationary", "25K-s1-continual", "25K-s1-stationary",
         "85K-s0-continual", "85K-s0-stationary", "85K-s1-continual", "85K-s1-stationary"]
     assert specs[3].cfg.train.seed == 1 and specs[3].cfg.stream.kind == "stationary"
     assert specs[4].cfg.model.preset == "85K"
+    assert {s.method for s in specs} == {None}
+    assert (specs[3].tags.preset, specs[3].tags.seed, specs[3].tags.stream) == ("25K", 1, "stationary")
+    # the overrides are exactly what differs between the study config and the run's
+    assert specs[2].overrides == {"model.preset": "25K", "model.depth": 0, "train.seed": 1}
+    assert specs[3].overrides == {**specs[2].overrides, "stream.kind": "stationary", "sweep.stationary": False,
+                                  "sweep.stationary_presets": [], "sweep.stationary_probe_every_tokens": 0,
+                                  "probe.every_tokens": 640, "probe.at_cycle_end": False, "probe.after_languages": []}
+    from plasticlm.sweep import config_differences
+
+    for spec in specs:
+        assert config_differences(cfg, spec.cfg) == sorted(k for k, v in spec.overrides.items()
+                                                           if v != _get(cfg, k))
+
+
+def _get(cfg, dotted):
+    section, key = dotted.split(".")
+    return getattr(getattr(cfg, section), key)
+
+
+def test_a_method_tag_extends_the_run_name_only_when_set():
+    from plasticlm.runspec import RunTags, run_name
+
+    assert run_name(RunTags("3K", 0, "continual")) == "3K-s0-continual"
+    assert run_name(RunTags("3K", 0, "continual", "cbp")) == "3K-s0-continual-cbp"
+
+
+def test_the_fit_takes_the_study_streams_runs_by_one_rule():
+    """records.fit_points: the study's own stream (runspec.in_scaling_fit), onsets only, left-censored per
+    sweep.fit_left_censored; the report's fit runs follow the same rule."""
+    from plasticlm.records import OnsetRecord, fit_points
+    from plasticlm.runspec import in_scaling_fit
+
+    def rec(name, stream, onset, code):
+        return OnsetRecord(name, "3K", stream, 3296, 0, onset, None, code, {"left_censored": "left"}.get(code),
+                           None, None, None, None, None, None)
+
+    recs = [rec("a", "continual", 16, "onset"), rec("b", "continual", 8, "left_censored"),
+            rec("c", "stationary", 24, "onset"), rec("d", "continual", None, "too_few_points")]
+    cfg = tiny_config()
+    assert [r.name for r in fit_points(recs, cfg)] == ["a", "b"]
+    assert [r.name for r in fit_points(recs, tiny_config("sweep.fit_left_censored=false"))] == ["a"]
+    assert in_scaling_fit("continual", cfg) and not in_scaling_fit("stationary", cfg)
+    permuted = tiny_config("stream.kind=permuted", "probe.after_languages=[]")
+    assert in_scaling_fit("permuted", permuted) and not in_scaling_fit("continual", permuted)
 
 
 def test_sweep_writes_onsets_and_fit_and_is_resumable(tmp_path, home, monkeypatch):
@@ -89,6 +135,7 @@ def test_study_runs_every_stage_and_dry_run_plans(tmp_path, home, capsys):
     cfg = tiny_config(*SWEEP, "sweep.presets=[25K]", f"sweep.out_dir={tmp_path / 'study'}")
     plan = dry_run(cfg)
     assert [r["status"] for r in plan["runs"]] == ["missing"] and not (tmp_path / "study").exists()
+    assert [(r["name"], r["method"]) for r in plan["runs"]] == [("25K-s0-continual", None)]
     summary = run_study(cfg, data=fake_data(), quiet=True)
     assert (tmp_path / "study" / "report" / "index.html").exists() and summary["report"].endswith("index.html")
     stages = read_json(tmp_path / "study" / "study.json")["stages"]
@@ -130,7 +177,7 @@ def test_a_run_that_fails_does_not_stop_the_sweep(tmp_path, home, capsys):
 
 
 def test_report_of_a_study_too_small_for_a_fit_shows_onset_bounds(tmp_path, home):
-    from plasticlm.report import make_report
+    from plasticlm.report.build import make_report
 
     cfg = tiny_config(*SWEEP, f"sweep.out_dir={tmp_path / 'study'}")
     run_sweep(cfg, data=fake_data(), quiet=True)
@@ -150,7 +197,7 @@ def test_study_with_three_seeds_reports_seed_based_cis_for_onsets_and_b(tmp_path
     cfg = tiny_config(*STUDY[:-2], "sweep.presets=[200K, 390K, 670K]", "sweep.seeds=[0, 1, 2]",
                       f"sweep.out_dir={root}")
     onsets = {"200K": [3, 3, 4], "390K": [5, 4, 5], "670K": [6, 6, 6]}
-    for spec in run_specs(cfg):
+    for spec in expand(cfg):
         _designed_run(spec.run_dir(root), spec.cfg, onsets[spec.preset][spec.seed], seed=spec.seed)
     summary = run_sweep(cfg, root, data=fake_data(), quiet=True)
     with open(root / "sizes.csv") as f:
@@ -194,7 +241,7 @@ def test_sweep_no_train_analyses_the_finished_runs_only(tmp_path, home):
 
     root = tmp_path / "partial"
     cfg = tiny_config(*STUDY[:-2], "sweep.presets=[200K, 390K, 670K]", f"sweep.out_dir={root}")
-    for spec in run_specs(cfg):
+    for spec in expand(cfg):
         if spec.preset != "670K":  # the largest is still "training" elsewhere
             _designed_run(spec.run_dir(root), spec.cfg, {"200K": 3, "390K": 5}[spec.preset])
     summary = run_sweep(cfg, root, data=fake_data(), quiet=True, train=False)
@@ -202,3 +249,22 @@ def test_sweep_no_train_analyses_the_finished_runs_only(tmp_path, home):
     assert codes == {"200K": "onset", "390K": "onset", "670K": "not_finished"}
     assert not (root / "runs" / "670K-s0-continual").exists()  # nothing was trained
     assert "error" in summary["fit"] and (root / "sizes.csv").is_file()
+
+
+def test_analysis_section_sets_the_fit_extrapolation_and_rejects_bad_values():
+    from plasticlm.config import AnalysisConfig
+    from plasticlm.errors import ConfigError
+    from plasticlm.records import OnsetRecord
+    from plasticlm.sweep import fit_onsets
+
+    assert (AnalysisConfig().window, AnalysisConfig().extrapolate_to) == (3, [1e9, 7e9])  # arXiv:2606.24752
+    recs = [OnsetRecord(f"{p}-s0-continual", p, "continual", n, 0, t, None, "onset", None, None, None, None, None,
+                        None, None) for p, n, t in (("a", 1000, 4), ("b", 10_000, 6), ("c", 100_000, 9))]
+    assert [e.params for e in fit_onsets(recs, tiny_config()).extrapolations] == [1e9, 7e9]
+    assert [e.params for e in fit_onsets(recs, tiny_config("analysis.extrapolate_to=[1e8]")).extrapolations] == [1e8]
+    with pytest.raises(ConfigError, match="analysis.window = 4: must be an odd positive integer"):
+        tiny_config("analysis.window=4")
+    with pytest.raises(ConfigError, match="unknown key 'analysis.windows'.*did you mean 'analysis.window'"):
+        tiny_config("analysis.windows=3")
+    with pytest.raises(ConfigError, match="analysis.extrapolate_to"):
+        tiny_config("analysis.extrapolate_to=[-1.0]")

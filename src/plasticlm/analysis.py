@@ -14,8 +14,10 @@ from typing import Any
 
 import numpy as np
 
+from plasticlm.config import load_config
+from plasticlm.data.paths import home_dir
 from plasticlm.errors import PlasticError
-from plasticlm.onset import Onset, dauc, find_onset, onset_ci_from_curves, onset_document
+from plasticlm.onset import Onset, dauc, find_onset, onset_ci_from_curves, onset_document, seed_onset
 from plasticlm.runlog import read_json, read_jsonl
 
 
@@ -101,8 +103,6 @@ def onset_from_run(run_dir: str | Path, window: int = 3, n_boot: int | None = No
 def onset_of_run(run_dir: str | Path, window: int = 3, n_boot: int | None = None, seed: int = 0,
                  reference: str = "first") -> tuple[Onset, dict[str, Any]]:
     """``onset_from_run`` with the ``Onset`` it was computed from (for the human-readable table)."""
-    from plasticlm.config import load_config
-
     run_dir = Path(run_dir)
     cfg = load_config(run_dir / "config.toml") if (run_dir / "config.toml").exists() else None
     rows = load_probes(run_dir)
@@ -150,8 +150,6 @@ def _scratch_curve(run_dir: Path, home: str) -> np.ndarray | None:
     scratch = read_json(info_path).get("scratch")
     if not scratch:
         return None
-    from plasticlm.data.paths import home_dir
-
     path = home_dir(home) / "scratch" / scratch["npz"]
     if not path.exists():
         return None
@@ -167,8 +165,6 @@ def onset_of_seeds(run_dirs: list[str | Path], window: int = 3, n_boot: int = 10
     all seeds). Returns ``SeedOnset.to_json()`` plus ``task_index`` (those points), ``onset_tokens``
     and ``runs``. Raises ``PlasticError`` when a run has no probes or the runs share fewer than
     ``window`` + 1 probe points."""
-    from plasticlm.onset import seed_onset
-
     key = "dauc_scratch" if reference == "scratch" else "dauc"
     curves = []
     for d in run_dirs:

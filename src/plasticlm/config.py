@@ -243,8 +243,20 @@ class SweepConfig:
 
 
 @dataclass
+class AnalysisConfig:
+    """How the study turns probe scores into onsets and fits (they change results: never result-neutral)."""
+
+    window: int = opt(3, "Odd window of the centred moving average whose earliest minimum is the onset "
+                         "(arXiv:2606.24752: 3).")
+    extrapolate_to: list[float] = opt(
+        [1e9, 7e9], "Non-embedding parameter counts the study's power law is extrapolated to, in fit.json "
+        "(arXiv:2606.24752 extrapolates to 1B and 7B).",
+    )
+
+
+@dataclass
 class Config:
-    """A whole study. Sections: model, data, stream, optim, train, eval, probe, sweep, components."""
+    """A whole study. Sections: model, data, stream, optim, train, eval, probe, sweep, analysis, components."""
 
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The GPT."})
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Corpus and tokenizer."})
@@ -254,6 +266,8 @@ class Config:
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "Validation."})
     probe: ProbeConfig = field(default_factory=ProbeConfig, metadata={"help": "Plasticity probes."})
     sweep: SweepConfig = field(default_factory=SweepConfig, metadata={"help": "Sizes and seeds."})
+    analysis: AnalysisConfig = field(default_factory=AnalysisConfig,
+                                     metadata={"help": "Onset window and fit extrapolations."})
     components: dict[str, dict[str, Any]] = field(
         default_factory=dict, metadata={"help": "Options of loop components, one [components.<name>] table each "
                                                 "(checked against the component's own options)."})
@@ -336,6 +350,12 @@ class Config:
             p.append("sweep.presets is empty")
         if not self.sweep.seeds:
             p.append("sweep.seeds is empty")
+        w = self.analysis.window
+        if w < 1 or w % 2 == 0:
+            p.append(f"analysis.window = {w}: must be an odd positive integer (arXiv:2606.24752: 3)")
+        if any(not 0 < x < float("inf") for x in self.analysis.extrapolate_to):
+            p.append(f"analysis.extrapolate_to = {self.analysis.extrapolate_to}: every size must be a positive "
+                     "number of parameters (or [] for none)")
         return p + self._scale_problems() + inapplicable_keys(self)
 
     def data_languages(self) -> list[str]:

@@ -320,27 +320,37 @@ def find_onset(task_indices: Sequence[float] | np.ndarray, scores: Sequence[floa
     s = moving_average(y, w)
     sx = x[h: x.size - h]  # empty when the window does not fit
 
-    def result(onset: float | None, net: float | None, code: str, reason: str | None) -> Onset:
-        return Onset(onset, net, reason, w, x, y, sx, s, code)
+    def result(onset: float | None, net: float | None, code: str) -> Onset:
+        lower = float(sx[-1]) if code == "still_improving" else None
+        return Onset(onset, net, onset_reason(code, onset, lower, x.size, w), w, x, y, sx, s, code)
 
     if s.size < 2:
-        return result(None, None, "too_few_points", (
-            f"{x.size} probe point(s): the window-{w} moving average needs at least {w} points, and telling "
-            f"a minimum from a start needs {w + 1}"
-        ))
+        return result(None, None, "too_few_points")
     j = int(_earliest_min(s))
     net = _net_degradation(s, sx, j)
     if j == s.size - 1:
-        return result(None, net, "still_improving", (
-            f"the smoothed score is lowest at its last point (task_index {_num(sx[-1])}): it is still "
-            f"falling when the probes end, so the onset is not before task_index {_num(sx[-1])} (a lower bound)"
-        ))
+        return result(None, net, "still_improving")
     if j == 0:
-        return result(float(sx[0]), net, "left_censored", (
-            f"the smoothed score is lowest at its first point (task_index {_num(sx[0])}): the onset is at or "
-            "before it (left-censored; earlier probes would locate it)"
-        ))
-    return result(float(sx[j]), net, "onset", None)
+        return result(float(sx[0]), net, "left_censored")
+    return result(float(sx[j]), net, "onset")
+
+
+def onset_reason(code: str, onset: float | None, lower_bound: float | None, n_points: int, window: int) -> str | None:
+    """The sentence of an onset's ``code``: why there is no onset, or why it is censored; None for an
+    interior onset. ``find_onset`` writes it, and a reader of a saved record (onsets.csv) rebuilds
+    the same sentence from the code and the record's numbers. ``onset``: the left-censored onset;
+    ``lower_bound``: the still-improving curve's last smoothed point; ``n_points``: probe points."""
+    if code == "too_few_points":
+        return (f"{n_points} probe point(s): the window-{window} moving average needs at least {window} points, "
+                f"and telling a minimum from a start needs {window + 1}")
+    if code == "still_improving":
+        at = _num(lower_bound)
+        return (f"the smoothed score is lowest at its last point (task_index {at}): it is still falling when the "
+                f"probes end, so the onset is not before task_index {at} (a lower bound)")
+    if code == "left_censored":
+        return (f"the smoothed score is lowest at its first point (task_index {_num(onset)}): the onset is at or "
+                "before it (left-censored; earlier probes would locate it)")
+    return None if code == "onset" else REASON_CODES.get(code, code)
 
 
 def earliest_locatable(task_indices: Sequence[float] | np.ndarray, window: int = 3) -> float | None:

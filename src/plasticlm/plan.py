@@ -1,6 +1,6 @@
 """The compute plan of a study, from its config alone (no data, no training).
 
-For every run of the sweep (``sweep.run_specs``: each preset in ``sweep.presets`` x each seed in
+For every run of the study (``runspec.expand``: each preset in ``sweep.presets`` x each seed in
 ``sweep.seeds``, and a stationary twin of those in ``sweep.stationary_presets`` when
 ``sweep.stationary``, each with its own probe schedule), with V the vocabulary (``model.vocab_size``
 if > 0, else ``data.vocab_size``), T = ``model.seq_len`` and B = ``train.batch_size``:
@@ -40,8 +40,12 @@ import dataclasses
 from dataclasses import dataclass
 
 from plasticlm.config import Config
+from plasticlm.data.shards import dtype_for
+from plasticlm.data.stream import steps_per_task
 from plasticlm.errors import DataError, PlasticError
 from plasticlm.model import build_gpt_config, flops_per_token, non_embedding_params
+from plasticlm.probe import probe_eval_steps, probe_task_indices
+from plasticlm.runspec import RunSpec, expand
 
 GPU_PEAK_TFLOPS: dict[str, float] = {
     "h100": 989.0,
@@ -63,8 +67,6 @@ tokenizer (Qwen3's) may be slower: measure with that benchmark and pass ``plasti
 def probe_token_positions(cfg: Config) -> list[int]:
     """Training-token counts after which a run is probed: ``probe.probe_task_indices``, the rule the
     runs themselves follow (probes happen at task boundaries)."""
-    from plasticlm.probe import probe_task_indices
-
     s = cfg.stream
     n_lang = len(s.languages)
     tokens_per_task = served_tokens_per_task(cfg)
@@ -73,8 +75,6 @@ def probe_token_positions(cfg: Config) -> list[int]:
 
 def served_tokens_per_task(cfg: Config) -> int:
     """Tokens a task really serves: whole steps of batch_size x seq_len (the stream's rounding)."""
-    from plasticlm.data.stream import steps_per_task
-
     b, t = cfg.train.batch_size, cfg.model.seq_len
     return steps_per_task(cfg.stream.tokens_per_task, b, t) * b * t
 
@@ -83,6 +83,8 @@ def served_tokens_per_task(cfg: Config) -> int:
 class RunPlan:
     """Counts and compute of one run (formulas in the module docstring)."""
 
+    name: str
+    """The run's name (``runspec.RunSpec.name``)."""
     preset: str
     seed: int
     stream: str
@@ -125,8 +127,10 @@ class StudyPlan:
         }
 
 
-def plan_study(cfg: Config, gpu: str = "h100", mfu: float = 0.4, peak_tflops: float | None = None) -> StudyPlan:
-    """The compute plan of ``cfg``'s sweep; ``peak_tflops`` overrides the GPU table."""
+def plan_study(cfg: Config, gpu: str = "h100", mfu: float = 0.4, peak_tflops: float | None = None,
+               specs: list[RunSpec] | None = None) -> StudyPlan:
+    """The compute plan of ``cfg``'s runs (``specs``, default ``runspec.expand(cfg)``); ``peak_tflops``
+    overrides the GPU table."""
     if not 0 < mfu <= 1:
         raise PlasticError(f"mfu = {mfu}: must be in (0, 1], e.g. 0.4")
     if peak_tflops is None:
@@ -135,9 +139,6 @@ def plan_study(cfg: Config, gpu: str = "h100", mfu: float = 0.4, peak_tflops: fl
         peak_tflops = GPU_PEAK_TFLOPS[gpu]
     elif peak_tflops <= 0:
         raise PlasticError(f"peak TFLOP/s = {peak_tflops}: must be > 0")
-    from plasticlm.probe import probe_eval_steps
-    from plasticlm.sweep import run_specs
-
     s, p, t = cfg.stream, cfg.probe, cfg.train
     seq = cfg.model.seq_len
     tasks = len(s.languages) * s.cycles
@@ -150,7 +151,7 @@ def plan_study(cfg: Config, gpu: str = "h100", mfu: float = 0.4, peak_tflops: fl
     train_eval_tokens = train_evals * (len(s.languages) + 1) * cfg.eval.sequences * seq
     runs = []
     scratch_done: set[tuple[str, int]] = set()  # one scratch probe per size and seed, shared by the twins
-    for spec in run_specs(cfg):
+    for spec in expand(cfg) if specs is None else specs:
         gpt = build_gpt_config(spec.cfg.model, cfg.data.vocab_size)
         fpt = flops_per_token(gpt)
         n_probes = len(probe_token_positions(spec.cfg))
@@ -162,7 +163,8 @@ def plan_study(cfg: Config, gpu: str = "h100", mfu: float = 0.4, peak_tflops: fl
         eval_f = fpt / 3 * (probe_eval_tokens * n + train_eval_tokens)
         total = train_f + probe_f + eval_f
         runs.append(RunPlan(
-            preset=spec.preset, seed=spec.seed, stream=spec.stream, non_embedding_params=non_embedding_params(gpt),
+            name=spec.name, preset=spec.preset, seed=spec.seed, stream=spec.stream,
+            non_embedding_params=non_embedding_params(gpt),
             flops_per_token=fpt, tokens=tokens, steps=steps, probes=n_probes, scratch_probes=scratch,
             probe_tokens=probe_tokens_each * n, train_flops=train_f, probe_flops=probe_f,
             eval_flops=eval_f, total_flops=total, gpu_hours=total / (mfu * peak_tflops * 1e12) / 3600,
@@ -239,19 +241,15 @@ class DataPlan:
 
 def plan_data(cfg: Config, tokens_per_cpu_s: float = TOKENIZE_TOKENS_PER_CPU_S) -> DataPlan:
     """Tokens, disk and CPU-hours of the data; raises DataError on reuse without ``stream.allow_reuse``."""
-    from plasticlm.data.shards import dtype_for
-
     if tokens_per_cpu_s <= 0:
         raise PlasticError(f"tokenize rate = {tokens_per_cpu_s}: must be > 0 tokens/s per CPU core")
     vocab = cfg.model.vocab_size or (257 if cfg.data.tokenizer == "bytes" else cfg.data.vocab_size)
     item = dtype_for(vocab).itemsize
-    from plasticlm.sweep import run_specs
-
     targets = token_targets(cfg)
     available = {lang: train for lang, (train, _) in targets.items() if train}
     needs: dict[str, int] = {}
     reuse: dict[str, float] = {}
-    for spec in run_specs(cfg):
+    for spec in expand(cfg):
         for lang, f in check_reuse(spec.cfg, available, f"plan, run {spec.name}").items():
             reuse[lang] = max(reuse.get(lang, 0.0), f)
         for lang, n in data_needs(spec.cfg).items():

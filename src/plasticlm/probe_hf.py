@@ -56,7 +56,7 @@ from plasticlm.optim import peak_lr
 from plasticlm.probe import ProbeResult, ProbeSetup, probe_row, run_probe
 from plasticlm.progress import progress_bar
 from plasticlm.runlog import JsonlLog, atomic_write_bytes, atomic_write_json, read_json, read_jsonl
-from plasticlm.train import resolve_device
+from plasticlm.step import resolve_device
 
 LAST_NUMBER = re.compile(r"(\d+)\D*$")
 """The number a checkpoint directory's name ends with (``step-1000``, ``checkpoint-2000``)."""

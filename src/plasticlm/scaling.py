@@ -68,7 +68,6 @@ from scipy import stats
 
 from plasticlm.errors import PlasticError
 from plasticlm.files import read_csv_columns
-from plasticlm.runlog import atomic_path
 
 FORMS: tuple[str, ...] = ("power", "linear", "linear_log", "exponential")
 # form -> (u is ln P, v is ln T)
@@ -155,6 +154,34 @@ class FormFit:
             d["b_boot_n"] = self.b_boot_n
             d["b_runs_boot95"] = None if self.b_runs_boot95 is None else [_f(x) for x in self.b_runs_boot95]
         return d
+
+    @classmethod
+    def from_json(cls, form: str, doc: dict, params: np.ndarray) -> FormFit:
+        """The fit ``to_json`` wrote, on the points it was fitted to (``params``: their P).
+
+        fit.json keeps the statistics, not the OLS internals the bands need; they follow from it
+        exactly: the intercept c = ln a (power, exponential) or a, u-bar and Sxx from the points'
+        u, and s = b_se sqrt(Sxx) (module docstring). No refit: b, a, the CIs and the errors are read."""
+        check_forms([form])
+        u = _u(form, np.asarray(params, dtype=np.float64))
+        sxx = float(np.sum((u - u.mean()) ** 2))
+        a, b_se = _nan(doc["a"]), _nan(doc["b_se"])
+        return cls(
+            form=form, a=a, b=_nan(doc["b"]), intercept=float(np.log(a)) if _LOGS[form][1] else a, n=int(u.size),
+            b_se=b_se, b_ci95=_pair(doc["b_ci95"]), r2=doc["r2"], rmse=_nan(doc["rmse"]),
+            loo_rmse=_nan(doc["loo_rmse"]), s=b_se * float(np.sqrt(sxx)), u_mean=float(u.mean()), sxx=sxx,
+            b_boot95=_pair(doc.get("b_boot95")), b_boot_n=doc.get("b_boot_n"),
+            b_runs_boot95=_pair(doc.get("b_runs_boot95")),
+        )
+
+
+def _nan(x: float | None) -> float:
+    """A float read back from JSON: None (written for NaN or an infinity) as NaN."""
+    return float("nan") if x is None else float(x)
+
+
+def _pair(v: Sequence[float | None] | None) -> tuple[float, float] | None:
+    return None if v is None else (_nan(v[0]), _nan(v[1]))
 
 
 def _f(x: float | None) -> float | None:
@@ -349,6 +376,12 @@ class Extrapolation:
             "tokens_pi95": None if self.tokens_pi95 is None else [_f(x) for x in self.tokens_pi95],
         }
 
+    @classmethod
+    def from_json(cls, doc: dict) -> Extrapolation:
+        tok = doc.get("tokens")
+        return cls(_nan(doc["params"]), _nan(doc["onset"]), _pair(doc["pi95"]),
+                   None if tok is None else float(tok), _pair(doc.get("tokens_pi95")))
+
 
 def extrapolate(fit: FormFit, params: Sequence[float], tokens_per_task: float | None = None,
                 level: float = 0.95) -> list[Extrapolation]:
@@ -394,6 +427,21 @@ class ScalingFit:
             "extrapolations": [e.to_json() for e in self.extrapolations],
         }
 
+    @classmethod
+    def from_json(cls, doc: dict) -> ScalingFit:
+        """The fit ``to_json`` wrote (fit.json): ``from_json(f.to_json()).to_json() == f.to_json()``, and
+        the bands and intervals of each form are those of the fit that was written (``FormFit.from_json``)."""
+        points = doc["points"]
+        params = np.array([p["params"] for p in points], dtype=np.float64)
+        if len(points) != doc["n"]:
+            raise ValueError(f"n = {doc['n']} but {len(points)} points")
+        fits = {name: FormFit.from_json(name, f, params) for name, f in doc["fits"].items()}
+        if doc["best_by_loo"] not in fits:
+            raise ValueError(f"best_by_loo {doc['best_by_loo']!r} is not a fitted form")
+        return cls(params, np.array([p["onset"] for p in points], dtype=np.float64), fits, doc["best_by_loo"],
+                   [Extrapolation.from_json(e) for e in doc.get("extrapolations") or []], doc.get("tokens_per_task"),
+                   np.array([bool(p["left_censored"]) for p in points], dtype=bool))
+
 
 def fit_scaling(
     params: Sequence[float] | np.ndarray,
@@ -426,81 +474,3 @@ def fit_scaling(
             raise PlasticError("extrapolation uses the power law: include 'power' in the forms")
         extra = extrapolate(fits["power"], extrapolate_to, tokens_per_task)
     return ScalingFit(p, t_obs, fits, best, extra, tokens_per_task, cens)
-
-
-# --------------------------------------------------------------------------------------------
-# Figure
-# --------------------------------------------------------------------------------------------
-
-
-_Y_MARGIN = 100.0
-"""How far (as a factor) the figure's y-axis may reach beyond the data and the fitted law."""
-
-
-def clipped_y_limits(centre: np.ndarray, spread: np.ndarray, margin: float = _Y_MARGIN
-                     ) -> tuple[float, float] | None:
-    """Log-axis y-limits for the onset figure: the range of ``spread`` (band and interval ends)
-    clipped to ``margin`` times beyond the range of ``centre`` (data and fitted law); None when
-    nothing needs clipping. A spread end at or below 0 or at +inf is clipped (log axis)."""
-    c = centre[np.isfinite(centre) & (centre > 0)]
-    if c.size == 0:
-        return None
-    y_lo, y_hi = c.min() / margin, c.max() * margin
-    w = spread[~np.isnan(spread)]
-    low, high = (w.min(), w.max()) if w.size else (c.min(), c.max())
-    if low >= y_lo and high <= y_hi:
-        return None
-    return float(max(min(low, c.min()), y_lo)), float(min(max(high, c.max()), y_hi))
-
-
-def plot_onset_fit(points: tuple[Sequence[float], Sequence[float]], fit: FormFit,
-                   extrapolations: Sequence[Extrapolation], path: str | Path,
-                   title: str | None = None) -> Path:
-    """Onset vs non-embedding parameters on log-log axes, written atomically to ``path``.
-
-    Draws the points (one marker per seed), the fitted law (``fit``, normally the power law)
-    with its 95% confidence band of the mean, and the extrapolated onsets with their 95%
-    prediction intervals as error bars. When the band or an interval spans more than ``_Y_MARGIN``
-    times beyond the data and the law (few points, far extrapolation), the y-axis is clipped there
-    and the figure says so, so that the points stay readable. The format follows the file suffix (png, pdf, svg).
-    Uses matplotlib's object API (no pyplot, no global backend state; Agg canvas).
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    p = np.asarray(points[0], dtype=np.float64)
-    t_obs = np.asarray(points[1], dtype=np.float64)
-    xs = np.concatenate([p, [e.params for e in extrapolations]])
-    grid = np.geomspace(xs.min() / 1.5, xs.max() * 1.5, 200)
-    lo, hi = fit.interval(grid, 0.95, prediction=False)
-    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    ax.fill_between(grid, lo, hi, color="C0", alpha=0.2, lw=0, label="95% confidence band")
-    label = f"{fit.law}: a = {fit.a:.3g}, b = {fit.b:.3f}"
-    if fit.r2 is not None:
-        label += f", R$^2$ = {fit.r2:.2f}"
-    ax.plot(grid, fit.predict(grid), color="C0", lw=1.5, label=label)
-    ax.plot(p, t_obs, "o", color="C1", ms=5, label="onsets (runs)")
-    if extrapolations:
-        ex = np.array([e.params for e in extrapolations])
-        ey = np.array([e.onset for e in extrapolations])
-        err = np.array([[e.onset - e.pi95[0] for e in extrapolations], [e.pi95[1] - e.onset for e in extrapolations]])
-        ax.errorbar(ex, ey, yerr=err, fmt="s", color="C3", capsize=3, label="extrapolated (95% PI)")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    pis = np.array([x for e in extrapolations for x in e.pi95], dtype=np.float64)
-    limits = clipped_y_limits(np.concatenate([t_obs, fit.predict(grid)]), np.concatenate([lo, hi, pis]))
-    if limits is not None:  # keep the data readable when the band or an interval spans many decades
-        ax.set_ylim(*limits)
-        ax.text(0.99, 0.01, f"y-axis clipped at {_Y_MARGIN:g}x beyond the data and the fitted law",
-                transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.4")
-    ax.set_xlabel("non-embedding parameters P")
-    ax.set_ylabel("onset T (task instances)")
-    ax.set_title(title or "Onset of plasticity loss vs model size")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-    target = Path(path)
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, dpi=150, format=target.suffix.lstrip(".") or "png")
-    return target

@@ -13,20 +13,26 @@ from pathlib import Path
 from typing import Any
 
 from plasticlm.config import Config
-from plasticlm.sweep import run_specs, run_sweep
+from plasticlm.data.prepare import prepare_data
+from plasticlm.plan import plan_study
+from plasticlm.report.build import make_report
+from plasticlm.runspec import expand
+from plasticlm.sweep import StudyLog, run_status, run_sweep
 
 
 def dry_run(cfg: Config) -> dict[str, Any]:
-    """What the study would do: runs with their status, and the compute plan (nothing is run)."""
-    from plasticlm.plan import plan_study
-    from plasticlm.sweep import _status
+    """What the study would do: runs with their status, and the compute plan (nothing is run).
 
+    The plan is made from the same run specs (``runspec.expand``) and each planned run is matched
+    to its spec by name."""
     study_dir = Path(cfg.sweep.out_dir)
-    plan = plan_study(cfg, gpu="h100")
+    specs = {s.name: s for s in expand(cfg)}
+    plan = plan_study(cfg, gpu="h100", specs=list(specs.values()))
     runs = []
-    for spec, rp in zip(run_specs(cfg), plan.runs):
-        runs.append({"name": spec.name, "status": _status(spec.run_dir(study_dir)), "tokens": rp.tokens,
-                     "steps": rp.steps, "probes": rp.probes + rp.scratch_probes,
+    for rp in plan.runs:
+        spec = specs[rp.name]
+        runs.append({"name": spec.name, "method": spec.method, "status": run_status(spec.run_dir(study_dir)),
+                     "tokens": rp.tokens, "steps": rp.steps, "probes": rp.probes + rp.scratch_probes,
                      "non_embedding_params": rp.non_embedding_params, "train_flops": rp.train_flops})
     return {"study_dir": str(study_dir), "source": cfg.data.source,
             "stages": ["data", "train", "probe", "onsets_and_fit", "report"], "runs": runs,
@@ -36,21 +42,17 @@ def dry_run(cfg: Config) -> dict[str, Any]:
 def run_study(cfg: Config, *, config_path: str | None = None, parallel: int | None = None, quiet: bool = False,
               data: Any = None) -> dict[str, Any]:
     """Run every stage; return the sweep summary with the report path and the report's summary text."""
+
     study_dir = Path(cfg.sweep.out_dir)
     t0 = time.perf_counter()
     if data is None:
         if not quiet:
             print(f"[study] preparing data ({cfg.data.source})", file=sys.stderr)
-        from plasticlm.data.prepare import prepare_data
-
         data = prepare_data(cfg, progress=not quiet)
     data_s = time.perf_counter() - t0
     in_process = (parallel or cfg.sweep.parallel) <= 1  # spawned workers load the (now cached) data themselves
     summary = run_sweep(cfg, study_dir, config_path=config_path, parallel=parallel, quiet=quiet,
                         data=data if in_process else None)
-    from plasticlm.report.build import make_report
-    from plasticlm.sweep import StudyLog
-
     t1 = time.perf_counter()
     log = StudyLog(study_dir, cfg, config_path)
     log.stage("report", "running")

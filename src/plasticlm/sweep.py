@@ -1,100 +1,67 @@
-"""Size sweeps: one study config over presets x seeds (x streams), then probes, onsets and the fit.
+"""Size sweeps: one study config over its runs (``runspec.expand``), then probes, onsets and the fit.
 
 Study directory (stable; `plasticlm report` reads it)::
 
     STUDY_DIR/
       config.toml      the resolved study config
-      study.json       the runs (name, preset, seed, stream, run_dir, non_embedding_params, status,
+      study.json       the runs (name, preset, seed, stream, method, run_dir, non_embedding_params, status,
                        wall_time_s) and the stages with their status and seconds
-      runs/<preset>-s<seed>-<stream>/   one run directory each (layout in train.py)
-      onsets.csv       one row per run: name, preset, stream, non_embedding_params, seed,
+      runs/<name>/     one run directory each, named <preset>-s<seed>-<stream> (layout in train.py)
+      onsets.csv       one ``records.OnsetRecord`` per run: name, preset, stream, non_embedding_params, seed,
                        onset_task_index, onset_tokens, code (onset.REASON_CODES: onset, left_censored,
                        still_improving, too_few_points, no_probes, not_finished), censored (left/right/
                        empty), lower_bound_task_index (right-censored runs), seq_ci95_low, seq_ci95_high,
                        seq_ci_fraction_null (bootstrap over validation sequences: evaluation noise only),
                        probe_se_dauc (probe noise from replicates), net_degradation_tokens, plus params
                        and onset (aliases read by `plasticlm fit`)
-      sizes.csv        one row per (preset, stream): n_seeds, the onset of the seed-averaged dAUC curve
-                       (onset_task_index, onset_tokens, code, censored, lower_bound_task_index), its
-                       95% CI from a bootstrap over runs (runs_ci95_low, runs_ci95_high), the seeds'
-                       own onsets (seed_onsets, ";"-separated, empty = none) and seeds_agree
-      fit.json         `plasticlm fit --json` on the per-run onsets of the switching stream ({"error": ...}
-                       if impossible); left-censored onsets are fitted and marked (sweep.fit_left_censored)
+      sizes.csv        one ``records.SizeRecord`` per (preset, stream): n_seeds, the onset of the seed-averaged
+                       dAUC curve (onset_task_index, onset_tokens, code, censored, lower_bound_task_index), its
+                       95% CI from a bootstrap over runs (runs_ci95_low, runs_ci95_high), the seeds' own onsets
+                       (seed_onsets, ";"-separated, empty = none) and seeds_agree
+      fit.json         the scaling-law fit (``scaling.ScalingFit``, as `plasticlm fit --json`) of the onsets
+                       ``records.fit_points`` selects, extrapolated to ``analysis.extrapolate_to``
+                       (``records.FitFailure``, {"error": ..., "n": ...}, if impossible)
 
-Every stage is resumable: a finished run is skipped, an interrupted one resumes from its last
-checkpoint, probed checkpoints are not probed again.
+Onsets use the study's ``analysis.window``. Every stage is resumable: a finished run is skipped, an
+interrupted one resumes from its last checkpoint, probed checkpoints are not probed again.
 """
 
 from __future__ import annotations
 
-import csv
-import io
+import dataclasses
 import multiprocessing as mp
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plasticlm.config import Config, dumps_toml, from_dict, to_dict
+from plasticlm.analysis import onset_from_run, onset_of_seeds
+from plasticlm.config import Config, dumps_toml, loads_toml, to_dict
+from plasticlm.data.prepare import prepare_data
 from plasticlm.data.stream import steps_per_task
-from plasticlm.errors import PlasticError
-from plasticlm.model import build_gpt_config, non_embedding_params
+from plasticlm.errors import NonFiniteLoss, PlasticError
+from plasticlm.model import build_gpt_config, configure_cpu, non_embedding_params
 from plasticlm.plan import served_tokens_per_task
+from plasticlm.probe import pending_checkpoints, probe_run_dir
+from plasticlm.progress import progress_bar
+from plasticlm.records import (
+    FitFailure,
+    OnsetRecord,
+    SizeRecord,
+    fit_points,
+    write_fit,
+    write_onsets,
+    write_sizes,
+)
 from plasticlm.runlog import atomic_write_json, atomic_write_text, environment_info, read_json, read_jsonl
-
-ONSET_COLUMNS = ["name", "preset", "stream", "non_embedding_params", "seed", "onset_task_index", "onset_tokens",
-                 "code", "censored", "lower_bound_task_index", "seq_ci95_low", "seq_ci95_high",
-                 "seq_ci_fraction_null", "probe_se_dauc", "net_degradation_tokens", "params", "onset"]
-SIZE_COLUMNS = ["preset", "stream", "non_embedding_params", "n_seeds", "onset_task_index", "onset_tokens", "code",
-                "censored", "lower_bound_task_index", "runs_ci95_low", "runs_ci95_high", "seed_onsets",
-                "seeds_agree"]
+from plasticlm.runspec import RunSpec, expand
+from plasticlm.scaling import ScalingFit, fit_scaling
+from plasticlm.train import resume, train
 
 
-@dataclass(frozen=True)
-class RunSpec:
-    name: str
-    preset: str
-    seed: int
-    stream: str
-    cfg: Config
-
-    def run_dir(self, study_dir: Path) -> Path:
-        return study_dir / "runs" / self.name
-
-
-def run_specs(cfg: Config) -> list[RunSpec]:
-    """Presets x seeds x (the study's stream [+ a stationary twin]) with the per-run config overrides.
-
-    With ``sweep.stationary`` a continual study adds a stationary run of each preset in
-    ``sweep.stationary_presets`` ([] = every preset), the paper's control (arXiv:2606.24752, "Stationary
-    control": 5M, 12M and 27M). With ``sweep.stationary_probe_every_tokens`` > 0 the stationary runs are
-    probed every that many tokens and only then (the paper: every 5B); otherwise at the token counts of
-    their continual twins. A twin's sweep keys are reset: a run config describes one run.
-    """
-    sw = cfg.sweep
-    twins = set(sw.stationary_presets or sw.presets) if sw.stationary and cfg.stream.kind == "continual" else set()
-    specs = []
-    for preset in sw.presets:
-        for seed in sw.seeds:
-            for stream in [cfg.stream.kind] + (["stationary"] if preset in twins else []):
-                d = to_dict(cfg)
-                d["model"]["preset"] = preset
-                d["model"]["depth"] = 0
-                d["train"]["seed"] = seed
-                if stream != cfg.stream.kind:
-                    d["stream"]["kind"] = stream
-                    d["sweep"].update(stationary=False, stationary_presets=[], stationary_probe_every_tokens=0)
-                    if sw.stationary_probe_every_tokens > 0:
-                        d["probe"].update(every_tokens=sw.stationary_probe_every_tokens, at_cycle_end=False,
-                                          after_languages=[])
-                run_cfg = from_dict(d, f"sweep {preset} {stream}")
-                specs.append(RunSpec(f"{preset}-s{seed}-{stream}", preset, seed, stream, run_cfg))
-    return specs
-
-
-def _status(run_dir: Path) -> str:
+def run_status(run_dir: Path) -> str:
+    """The status in a run's run.json ("missing" without one, "created" without a status)."""
     path = run_dir / "run.json"
     return read_json(path).get("status", "created") if path.exists() else "missing"
 
@@ -102,9 +69,6 @@ def _status(run_dir: Path) -> str:
 def _train_one(run_dir: Path, cfg: Config, quiet: bool, data: Any = None) -> dict[str, Any]:
     """Train, or resume when the run directory already holds the run. A run stopped by a non-finite
     loss is reported (status "failed" in its run.json) and does not stop the other runs."""
-    from plasticlm.errors import NonFiniteLoss
-    from plasticlm.train import resume, train
-
     try:
         if (run_dir / "config.toml").exists():
             return resume(run_dir, quiet=quiet, data=data)
@@ -117,9 +81,6 @@ def _train_one(run_dir: Path, cfg: Config, quiet: bool, data: Any = None) -> dic
 def _train_worker(args: tuple[str, str, int]) -> dict[str, Any]:
     """Entry point of a spawned training process (loads the cached data itself)."""
     run_dir, cfg_toml, threads = args
-    from plasticlm.config import loads_toml
-    from plasticlm.model import configure_cpu
-
     configure_cpu(threads)
     return _train_one(Path(run_dir), loads_toml(cfg_toml), quiet=True)
 
@@ -132,12 +93,12 @@ def _steps_done(run_dir: Path) -> int:
 def train_runs(specs: list[RunSpec], study_dir: Path, parallel: int = 1, quiet: bool = False,
                data: Any = None) -> None:
     """Train every run that is not done; ``parallel`` runs at once in spawned processes."""
-    failed = [s.name for s in specs if _status(s.run_dir(study_dir)) == "failed"]
+    failed = [s.name for s in specs if run_status(s.run_dir(study_dir)) == "failed"]
     if failed and not quiet:
         # resuming would repeat the same non-finite step exactly: leave them, report them
         print(f"[sweep] skipping runs that failed with a non-finite loss: {', '.join(failed)} "
               "(see their run.json; remove a run directory to train it again)", file=sys.stderr)
-    todo = [s for s in specs if _status(s.run_dir(study_dir)) not in ("done", "failed")]
+    todo = [s for s in specs if run_status(s.run_dir(study_dir)) not in ("done", "failed")]
     if not todo:
         return
     if parallel <= 1 or len(todo) == 1:
@@ -153,8 +114,6 @@ def train_runs(specs: list[RunSpec], study_dir: Path, parallel: int = 1, quiet: 
     totals = {s.name: _total_steps(s.cfg) for s in todo}
     bar = None
     if not quiet:
-        from plasticlm.progress import progress_bar
-
         bar = progress_bar(total=sum(totals.values()), unit="step",
                            desc=f"sweep ({len(todo)} runs, {parallel} at once)")
     with mp.get_context("spawn").Pool(min(parallel, len(todo))) as pool:
@@ -181,114 +140,63 @@ def _total_steps(cfg: Config) -> int:
 def probe_runs(specs: list[RunSpec], study_dir: Path, workers: int = 1, quiet: bool = False,
                data: Any = None) -> None:
     """Post-hoc probes for runs trained with probe.in_run = false (and any probe point missed)."""
-    from plasticlm.probe import pending_checkpoints, probe_run_dir
-
     for s in specs:
         run_dir = s.run_dir(study_dir)
-        if _status(run_dir) == "done" and pending_checkpoints(run_dir):
+        if run_status(run_dir) == "done" and pending_checkpoints(run_dir):
             probe_run_dir(run_dir, workers=workers, progress=not quiet, data=data)
 
 
-def _fmt(v: Any) -> str:
-    return "" if v is None else str(v)
-
-
-def onset_rows(specs: list[RunSpec], study_dir: Path, vocab_size: int) -> list[dict[str, Any]]:
-    from plasticlm.analysis import onset_from_run
-
-    rows = []
+def onset_records(specs: list[RunSpec], study_dir: Path, vocab_size: int, window: int) -> list[OnsetRecord]:
+    """One record per run: its onset (``analysis.onset_from_run``), or why there is none."""
+    out = []
     for s in specs:
         run_dir = s.run_dir(study_dir)
         params = non_embedding_params(build_gpt_config(s.cfg.model, vocab_size))
-        doc: dict[str, Any] = {}
-        if _status(run_dir) != "done":
+        doc, code = None, None
+        if run_status(run_dir) != "done":
             code = "not_finished"
         else:
             try:
-                doc = onset_from_run(run_dir, window=3, n_boot=s.cfg.probe.bootstrap, seed=s.seed)
-                code = doc["code"]
+                doc = onset_from_run(run_dir, window=window, n_boot=s.cfg.probe.bootstrap, seed=s.seed)
             except PlasticError:
                 code = "no_probes"
-        ci = doc.get("ci95") or [None, None]
-        noise = doc.get("probe_noise") or {}
-        rows.append({
-            "name": s.name, "preset": s.preset, "stream": s.stream, "non_embedding_params": params, "seed": s.seed,
-            "onset_task_index": doc.get("onset_task_index"), "onset_tokens": doc.get("onset_tokens"),
-            "code": code, "censored": doc.get("censored"), "lower_bound_task_index": doc.get("lower_bound_task_index"),
-            "seq_ci95_low": ci[0], "seq_ci95_high": ci[1], "seq_ci_fraction_null": doc.get("ci_fraction_null"),
-            "probe_se_dauc": noise.get("se_dauc"), "net_degradation_tokens": doc.get("net_degradation_tokens"),
-            "params": params, "onset": doc.get("onset_task_index"),
-        })
-    return rows
-
-
-def size_rows(specs: list[RunSpec], rows: list[dict[str, Any]], study_dir: Path, n_boot: int = 1000
-              ) -> list[dict[str, Any]]:
-    """One row per (preset, stream): the onset of the seed-averaged curve of its finished, probed runs,
-    with a bootstrap CI over runs (``analysis.onset_of_seeds``); the code says why there is none."""
-    from plasticlm.analysis import onset_of_seeds
-
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
-    for r in rows:
-        groups.setdefault((r["preset"], r["stream"]), []).append(r)
-    out = []
-    for (preset, stream), rs in groups.items():
-        usable = [r for r in rs if r["code"] not in ("not_finished", "no_probes")]
-        doc: dict[str, Any] = {"code": rs[0]["code"] if not usable else None}
-        if usable:
-            try:
-                doc = onset_of_seeds([study_dir / "runs" / r["name"] for r in usable], n_boot=n_boot)
-            except PlasticError:
-                doc = {"code": "too_few_points"}
-        ci = doc.get("ci95_runs") or [None, None]
-        seeds = doc.get("seed_onsets")
-        out.append({
-            "preset": preset, "stream": stream, "non_embedding_params": rs[0]["non_embedding_params"],
-            "n_seeds": len(usable), "onset_task_index": doc.get("onset_task_index"),
-            "onset_tokens": doc.get("onset_tokens"), "code": doc.get("code"), "censored": doc.get("censored"),
-            "lower_bound_task_index": doc.get("lower_bound_task_index"), "runs_ci95_low": ci[0],
-            "runs_ci95_high": ci[1], "seed_onsets": None if seeds is None else ";".join(_fmt(x) for x in seeds),
-            "seeds_agree": doc.get("seeds_agree"),
-        })
+        out.append(OnsetRecord.from_document(s.name, s.preset, s.stream, params, s.seed, doc, code))
     return out
 
 
-def write_csv(rows: list[dict[str, Any]], columns: list[str], path: Path) -> None:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(columns)
-    for r in rows:
-        w.writerow([_fmt(r[c]) for c in columns])
-    atomic_write_text(path, buf.getvalue())
+def size_records(records: list[OnsetRecord], study_dir: Path, window: int, n_boot: int = 1000) -> list[SizeRecord]:
+    """One record per (preset, stream): the onset of the seed-averaged curve of its finished, probed runs,
+    with a bootstrap CI over runs (``analysis.onset_of_seeds``); the code says why there is none."""
+    groups: dict[tuple[str, str], list[OnsetRecord]] = {}
+    for r in records:
+        groups.setdefault((r.preset, r.stream), []).append(r)
+    out = []
+    for (preset, stream), rs in groups.items():
+        usable = [r for r in rs if r.code not in ("not_finished", "no_probes")]
+        doc: dict[str, Any] = {"code": rs[0].code if not usable else None}
+        if usable:
+            try:
+                doc = onset_of_seeds([study_dir / "runs" / r.name for r in usable], window=window, n_boot=n_boot)
+            except PlasticError:
+                doc = {"code": "too_few_points"}
+        out.append(SizeRecord.from_document(preset, stream, rs[0].non_embedding_params, len(usable), doc))
+    return out
 
 
-def write_onsets_csv(rows: list[dict[str, Any]], path: Path) -> None:
-    write_csv(rows, ONSET_COLUMNS, path)
-
-
-def fit_points(rows: list[dict[str, Any]], cfg: Config) -> list[dict[str, Any]]:
-    """The onsets.csv rows the scaling law uses: runs on the study's switching stream with an onset
-    (left-censored ones unless ``sweep.fit_left_censored`` is false). The one rule for sweep and report."""
-    return [r for r in rows if r["stream"] == cfg.stream.kind and r["onset"] is not None
-            and (cfg.sweep.fit_left_censored or r.get("censored") != "left")]
-
-
-def fit_onsets(rows: list[dict[str, Any]], cfg: Config) -> dict[str, Any]:
-    """The fit document of the continual onsets; ``{"error": ...}`` when a fit is impossible."""
-    from plasticlm.scaling import fit_scaling
-
-    pts = fit_points(rows, cfg)
-    n_sizes = len({r["params"] for r in pts})
+def fit_onsets(records: list[OnsetRecord], cfg: Config) -> ScalingFit | FitFailure:
+    """The scaling-law fit of the onsets ``records.fit_points`` selects, extrapolated to
+    ``analysis.extrapolate_to``; a ``FitFailure`` when a fit is impossible."""
+    pts = fit_points(records, cfg)
+    n_sizes = len({r.non_embedding_params for r in pts})
     if n_sizes < 3:
-        return {"error": f"{n_sizes} size(s) with an onset; a scaling-law fit needs at least 3 "
-                         f"(runs without an onset: {sum(1 for r in rows if r['onset'] is None)})", "n": len(pts)}
+        return FitFailure(f"{n_sizes} size(s) with an onset; a scaling-law fit needs at least 3 (runs without "
+                          f"an onset: {sum(1 for r in records if r.onset_task_index is None)})", len(pts))
     try:
-        fit = fit_scaling([r["params"] for r in pts], [r["onset"] for r in pts], extrapolate_to=[1e9, 7e9],
-                          tokens_per_task=served_tokens_per_task(cfg), seed=0,
-                          left_censored=[r.get("censored") == "left" for r in pts])
+        return fit_scaling([r.non_embedding_params for r in pts], [r.onset_task_index for r in pts],
+                           extrapolate_to=cfg.analysis.extrapolate_to, tokens_per_task=served_tokens_per_task(cfg),
+                           seed=0, left_censored=[r.censored == "left" for r in pts])
     except PlasticError as e:
-        return {"error": str(e), "n": len(pts)}
-    return fit.to_json()
+        return FitFailure(str(e), len(pts))
 
 
 class StudyLog:
@@ -311,7 +219,7 @@ class StudyLog:
         for s in specs:
             run_dir = s.run_dir(study_dir)
             info = read_json(run_dir / "run.json") if (run_dir / "run.json").exists() else {}
-            out.append({"name": s.name, "preset": s.preset, "seed": s.seed, "stream": s.stream,
+            out.append({"name": s.name, "preset": s.preset, "seed": s.seed, "stream": s.stream, "method": s.method,
                         "run_dir": str(run_dir.relative_to(study_dir)),
                         "non_embedding_params": non_embedding_params(build_gpt_config(s.cfg.model, vocab_size)),
                         "status": info.get("status", "missing"), "wall_time_s": info.get("wall_time_s")})
@@ -346,8 +254,6 @@ def init_study_dir(cfg: Config, study_dir: Path) -> None:
     The stored config is read with this code (keys added since it was written take their
     defaults) and compared value by value, so a study survives a code update that adds options;
     any difference outside ``RESULT_NEUTRAL_KEYS`` is an error naming the keys."""
-    from plasticlm.config import loads_toml
-
     study_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = study_dir / "config.toml"
     text = dumps_toml(cfg)
@@ -375,7 +281,7 @@ def run_sweep(cfg: Config, study_dir: str | Path | None = None, *, config_path: 
     study_dir = Path(study_dir or cfg.sweep.out_dir)
     init_study_dir(cfg, study_dir)
     log = StudyLog(study_dir, cfg, config_path)
-    specs = run_specs(cfg)
+    specs = expand(cfg)
     vocab = data.vocab_size if data is not None else _vocab_size(cfg, quiet)
     log.runs(specs, study_dir, vocab)
 
@@ -392,20 +298,20 @@ def run_sweep(cfg: Config, study_dir: str | Path | None = None, *, config_path: 
     log.stage("probe", "done", time.perf_counter() - t0)
 
     t0 = time.perf_counter()
-    rows = onset_rows(specs, study_dir, vocab)
-    write_onsets_csv(rows, study_dir / "onsets.csv")
-    sizes = size_rows(specs, rows, study_dir, cfg.probe.bootstrap)
-    write_csv(sizes, SIZE_COLUMNS, study_dir / "sizes.csv")
-    fit = fit_onsets(rows, cfg)
-    atomic_write_json(study_dir / "fit.json", fit)
+    window = cfg.analysis.window
+    onsets = onset_records(specs, study_dir, vocab, window)
+    write_onsets(onsets, study_dir / "onsets.csv")
+    sizes = size_records(onsets, study_dir, window, cfg.probe.bootstrap)
+    write_sizes(sizes, study_dir / "sizes.csv")
+    fit = fit_onsets(onsets, cfg)
+    write_fit(fit, study_dir / "fit.json")
     log.stage("onsets_and_fit", "done", time.perf_counter() - t0)
-    return {"study_dir": str(study_dir), "runs": len(specs), "onsets": rows, "sizes": sizes, "fit": fit}
+    return {"study_dir": str(study_dir), "runs": len(specs), "onsets": [dataclasses.asdict(r) for r in onsets],
+            "sizes": [dataclasses.asdict(z) for z in sizes], "fit": fit.to_json()}
 
 
 def _vocab_size(cfg: Config, quiet: bool) -> int:
     """The vocabulary of the study's data (builds corpus, tokenizer and shards when missing)."""
     if cfg.model.vocab_size:
         return cfg.model.vocab_size
-    from plasticlm.data.prepare import prepare_data
-
     return prepare_data(cfg, progress=not quiet).vocab_size

@@ -9,14 +9,8 @@ import numpy as np
 
 from plasticlm.cli._common import add_json, print_json, print_table
 from plasticlm.errors import PlasticError
-from plasticlm.scaling import (
-    FORMS,
-    ScalingFit,
-    check_forms,
-    fit_scaling,
-    plot_onset_fit,
-    read_onsets_csv,
-)
+from plasticlm.report.figures import plot_onset_fit
+from plasticlm.scaling import FORMS, ScalingFit, check_forms, fit_scaling, read_onsets_csv
 from plasticlm.units import num, parse_count
 
 
@@ -97,7 +91,7 @@ def run(args) -> int:
     except PlasticError as e:
         raise PlasticError(f"{args.onsets}: {e}") from e
     if args.figure:
-        plot_onset_fit((fit.params, fit.onsets), fit.fits["power"], fit.extrapolations, args.figure)
+        plot_onset_fit(fit, args.figure)
     if args.json:
         doc = fit.to_json()
         doc.update(source=args.onsets, skipped_lines=skipped, figure=args.figure, excluded_left_censored=excluded)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from plasticlm.analysis import onset_of_run
 from plasticlm.cli._common import add_json, non_negative_int, print_json, print_table
+from plasticlm.config import AnalysisConfig
 from plasticlm.errors import PlasticError
 from plasticlm.onset import Onset, find_onset, onset_document, read_scores_csv
 from plasticlm.units import num
+from plasticlm.validate import require_run_dir
 
 
 def _print_human(doc: dict, result: Onset) -> None:
@@ -34,9 +37,6 @@ def run(args) -> int:
     if (args.run_dir is None) == (args.scores is None):
         raise PlasticError("give either a RUN_DIR or --scores FILE.csv (not both)")
     if args.run_dir is not None:
-        from plasticlm.analysis import onset_of_run
-        from plasticlm.validate import require_run_dir
-
         require_run_dir(args.run_dir)
         result, doc = onset_of_run(args.run_dir, window=args.window, n_boot=args.bootstrap, seed=args.seed,
                                    reference=args.reference)
@@ -85,6 +85,7 @@ def register(sub) -> None:
     p.add_argument("--bootstrap", type=non_negative_int, default=None,
                    help="RUN_DIR: bootstrap draws for the CI (default: probe.bootstrap of the run; 0 = none)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument("--window", type=int, default=3, help="odd moving-average window (default 3, as in the paper)")
+    p.add_argument("--window", type=int, default=AnalysisConfig.window,
+                   help=f"odd moving-average window (default {AnalysisConfig.window}, as in the paper)")
     add_json(p)
     p.set_defaults(func=run)

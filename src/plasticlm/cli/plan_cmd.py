@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from plasticlm.cli._common import add_json, add_set, print_json, print_table
 from plasticlm.config import load_config
+from plasticlm.cpu_plan import estimate_cpu
 from plasticlm.plan import GPU_PEAK_TFLOPS, TOKENIZE_TOKENS_PER_CPU_S, format_reuse, plan_data, plan_study
 from plasticlm.units import num, si
 
@@ -43,8 +44,6 @@ def run(args) -> int:
     data = plan_data(cfg, args.tokenize_rate)
     est = None
     if args.cpu:
-        from plasticlm.cpu_plan import estimate_cpu
-
         est = estimate_cpu(cfg, plan, args.parallel)
     if args.json:
         doc = plan.to_json()

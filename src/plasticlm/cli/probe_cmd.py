@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from plasticlm.cli import probe_hf_cmd
 from plasticlm.cli._common import add_json, positive_int, print_json, print_table
+from plasticlm.probe import probe_run_dir
+from plasticlm.validate import require_run_dir
 
 
 def run(args) -> int:
-    from plasticlm.probe import probe_run_dir
-    from plasticlm.validate import require_run_dir
-
     if args.model:
         return probe_hf_cmd.run(args)
     probe_hf_cmd.check_run_dir_args(args)

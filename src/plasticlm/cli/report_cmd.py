@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 from plasticlm.cli._common import add_json, print_json
+from plasticlm.errors import PlasticError
+from plasticlm.report.build import make_report
 
 
 def run(args) -> int:
-    from plasticlm.errors import PlasticError
-    from plasticlm.report import make_report
-
     if args.bootstrap is not None and args.bootstrap < 0:
         raise PlasticError(f"--bootstrap = {args.bootstrap}: must be >= 0 (0 = no CI)")
     report = make_report(args.dir, n_boot=args.bootstrap)
@@ -22,7 +21,7 @@ def run(args) -> int:
 def register(sub) -> None:
     p = sub.add_parser(
         "report", help="write the HTML report of a study or run directory (DIR/report/index.html)",
-        description="Reads only the files in DIR (study.json, onsets.csv, fit.json, runs/*/metrics.jsonl, "
+        description="Reads only the files in DIR (study.json, onsets.csv, sizes.csv, fit.json, runs/*/metrics.jsonl, "
         "probes.jsonl, run.json, config.toml) and writes DIR/report/index.html with its PNG figures: a "
         "summary, probe scores over training with the onset (arXiv:2606.24752 Figure 2), onset vs model "
         "size with the fitted power law (Figure 3), fit statistics, continual vs stationary, validation "
@@ -32,7 +31,7 @@ def register(sub) -> None:
     p.add_argument("dir", metavar="DIR",
                    help="a study directory (plasticlm study) or a run directory (plasticlm train)")
     p.add_argument("--bootstrap", type=int, default=None, metavar="B",
-                   help="bootstrap draws for onsets computed by the report (runs not in onsets.csv; default: "
-                   "the run's probe.bootstrap)")
+                   help="bootstrap draws for the onset of a run directory (a study's onsets are read from "
+                   "onsets.csv; default: the run's probe.bootstrap)")
     add_json(p)
     p.set_defaults(func=run)

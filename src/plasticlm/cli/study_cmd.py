@@ -6,6 +6,8 @@ import textwrap
 
 from plasticlm.cli._common import add_json, add_set, positive_int, print_json, print_table
 from plasticlm.config import load_config
+from plasticlm.study import dry_run, run_study
+from plasticlm.sweep import run_sweep
 from plasticlm.units import num
 
 
@@ -36,7 +38,7 @@ def _print_onsets(summary: dict) -> None:
                       "onset (tasks)": _onset_cell(z["onset_task_index"], z["code"], z["lower_bound_task_index"]),
                       "95% CI (runs)": "-" if z["runs_ci95_low"] is None
                       else f"[{z['runs_ci95_low']}, {z['runs_ci95_high']}]",
-                      "seeds' onsets": ", ".join(x or "none" for x in (z["seed_onsets"] or "").split(";")),
+                      "seeds' onsets": ", ".join("none" if x is None else str(x) for x in z["seed_onsets"] or ()),
                       "agree": "yes" if z["seeds_agree"] else "no"} for z in sizes],
                     ["size", "stream", "seeds", "onset (tasks)", "95% CI (runs)", "seeds' onsets", "agree"])
 
@@ -54,8 +56,6 @@ def _print_fit(fit: dict) -> None:
 
 
 def run_sweep_cmd(args) -> int:
-    from plasticlm.sweep import run_sweep
-
     cfg = load_config(args.config, args.overrides)
     summary = run_sweep(cfg, args.out_dir, config_path=args.config, parallel=args.parallel,
                         quiet=args.quiet or args.json, train=not args.no_train)
@@ -69,8 +69,6 @@ def run_sweep_cmd(args) -> int:
 
 
 def run_study_cmd(args) -> int:
-    from plasticlm.study import dry_run, run_study
-
     cfg = load_config(args.config, args.overrides)
     if args.dry_run:
         plan = dry_run(cfg)

@@ -13,9 +13,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from plasticlm.report.context import Context
 from plasticlm.report.html import Bullets, render_page
 from plasticlm.report.load import load_report_input
-from plasticlm.report.sections import Context, build_sections
+from plasticlm.report.sections import build_sections
 from plasticlm.runlog import atomic_write_text
 
 
@@ -75,8 +76,8 @@ def make_report(directory: str | Path, n_boot: int | None = None) -> Report:
 def build_report(directory: str | Path, n_boot: int | None = None) -> Path:
     """Write DIR/report/index.html (and its PNG figures) for a study or run directory; return its path.
 
-    ``n_boot``: bootstrap draws for onsets the report computes itself (runs without a row in
-    onsets.csv, or a single run directory); None = each run's ``probe.bootstrap``. Raises
+    ``n_boot``: bootstrap draws for the onset of a single run directory (a study's onsets are read
+    from onsets.csv); None = the run's ``probe.bootstrap``. Raises
     ``PlasticError`` when DIR holds no run.
     """
     return make_report(directory, n_boot).index

@@ -16,9 +16,13 @@ from pathlib import Path
 
 import numpy as np
 
+from plasticlm.diagnostics_analysis import analyse_run, is_summary_column, pool_runs
+from plasticlm.forgetting import forgetting_matrix
 from plasticlm.report import figures as F
+from plasticlm.report.context import Context
 from plasticlm.report.html import Block, Note, Paragraph, Section, Table
-from plasticlm.report.load import WINDOW, RunData
+from plasticlm.report.load import RunData
+from plasticlm.report.select import fit_runs
 
 MAX_PANELS = 9
 """Runs drawn in each figure (the smallest first); a note says how many more the table pools."""
@@ -63,7 +67,7 @@ def _heatmap(run: RunData, pattern: str, denominator: Callable[[dict, str], floa
         return np.nan if v is None or not den else float(v) / float(den)
 
     z = np.array([[value(r, k) for r in rows] for _, k in keys])
-    onset = run.onset.task_index if run.onset is not None else None
+    onset = run.onset.onset_task_index if run.onset is not None else None
     return Heatmap(f"{run.label} ({run.stream})", [r["task_index"] for r in rows], [relabel(lbl) for lbl, _ in keys],
                    z, onset)
 
@@ -122,14 +126,12 @@ def _ci(ci: list[float] | None, spec: str = "+.2f") -> str:
     return "-" if not ci else f"[{format(ci[0], spec)}, {format(ci[1], spec)}]"
 
 
-def _correlation_table(runs: list[RunData], n_boot: int) -> list[Block]:
-    from plasticlm.diagnostics_analysis import analyse_run, is_summary_column, pool_runs
-
+def _correlation_table(runs: list[RunData], n_boot: int, window: int) -> list[Block]:
     usable = [r for r in runs if r.diagnostics and r.probes]
     if not usable:
         return [Note("No run has both diagnostics and probes, so no diagnostic can be compared with the probe "
                      "score: run `plasticlm probe RUN_DIR`.")]
-    per_run = [analyse_run(r.diagnostics, r.probes, WINDOW) for r in usable]
+    per_run = [analyse_run(r.diagnostics, r.probes, window) for r in usable]
     pooled = pool_runs(per_run, n_boot=n_boot)
     cols = [c for c in pooled if is_summary_column(c) and pooled[c]["n_spearman"] > 0]
     cols.sort(key=lambda c: -abs(pooled[c]["spearman"]))
@@ -150,7 +152,7 @@ def _correlation_table(runs: list[RunData], n_boot: int) -> list[Block]:
                       f"{onsets} with an onset)"),
         Paragraph("Spearman rho: rank correlation of the diagnostic with dAUC over the probe points that have both "
                   "(per run; mean over runs). Change point: the onset rule applied to the diagnostic (earliest "
-                  f"minimum of its window-{WINDOW} moving average; of its negative when rho < 0, so a diagnostic "
+                  f"minimum of its window-{window} moving average; of its negative when rho < 0, so a diagnostic "
                   "that falls as the score rises turns at its maximum). Lead/lag = change point - onset of the "
                   "probe score, in task instances: negative means the diagnostic turns before the probe score "
                   "does. A monotone diagnostic has no interior extremum, so no change point and no lead/lag. "
@@ -161,8 +163,6 @@ def _correlation_table(runs: list[RunData], n_boot: int) -> list[Block]:
 
 
 def _forgetting_table(runs: list[RunData]) -> list[Block]:
-    from plasticlm.forgetting import forgetting_matrix
-
     docs = []
     for r in runs:
         langs = list(r.config.stream.languages) if r.config else None
@@ -192,7 +192,7 @@ def _forgetting_table(runs: list[RunData]) -> list[Block]:
                       "`plasticlm diagnose RUN_DIR --json` (forgetting).")]
 
 
-def diagnostics(ctx) -> Section | None:
+def diagnostics(ctx: Context) -> Section | None:
     """The Diagnostics section (module docstring); None when no run has diagnostics.jsonl."""
     runs = [r for r in ctx.inp.runs if r.diagnostics]
     if not runs:
@@ -237,7 +237,7 @@ def diagnostics(ctx) -> Section | None:
                       key=lambda x: x["task_index"])
         if rows:
             series.append((f"{r.label} ({r.stream})", [x["task_index"] for x in rows],
-                           [x["diag/params/mean_abs"] for x in rows], r.onset.task_index if r.onset else None))
+                           [x["diag/params/mean_abs"] for x in rows], r.onset.onset_task_index if r.onset else None))
     if series:
         blocks.append(ctx.figure(
             "fig-diag-params.png",
@@ -248,6 +248,7 @@ def diagnostics(ctx) -> Section | None:
     if len(runs) > MAX_PANELS:
         blocks.append(Note(f"Figures show {MAX_PANELS} of {len(runs)} runs with diagnostics (the smallest first); "
                            "the table pools all of them."))
-    blocks += _correlation_table([r for r in runs if r.stream != "stationary"] or runs, N_BOOT)
+    fitted = {r.name for r in fit_runs(ctx.inp)}  # the onset's runs, as in the fit (runspec.in_scaling_fit)
+    blocks += _correlation_table([r for r in runs if r.name in fitted] or runs, N_BOOT, ctx.inp.window)
     blocks += _forgetting_table(runs)
     return Section("diagnostics", "Diagnostics", blocks)

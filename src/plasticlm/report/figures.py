@@ -1,10 +1,10 @@
 """The report's figures: one function per figure, each writing a PNG atomically.
 
-Every function takes plain numbers (no run directories), draws with matplotlib's object API on an
-Agg canvas (no pyplot, no global backend state, nothing imported at module import time) and writes
-the PNG atomically (``runlog.atomic_write_bytes``; the onset-vs-size figure is
-``scaling.plot_onset_fit``'s). Callers decide whether a figure has enough data; the
-functions only assume at least one panel / point as documented.
+Every function takes plain numbers or a fit record (no run directories), draws with matplotlib's
+object API on an Agg canvas (no pyplot, no global backend state) and writes the file atomically
+(``runlog.atomic_write_bytes``, ``runlog.atomic_path``). `plasticlm fit --figure` draws with
+``plot_onset_fit`` too. Callers decide whether a figure has enough data; the functions only assume
+at least one panel / point as documented.
 """
 
 from __future__ import annotations
@@ -17,8 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
-from plasticlm.runlog import atomic_write_bytes
+from plasticlm.runlog import atomic_path, atomic_write_bytes
+from plasticlm.scaling import ScalingFit
 from plasticlm.units import si
 
 DPI = 110
@@ -65,9 +69,6 @@ class BpbPanel:
 
 
 def _figure(n_panels: int, ncols: int = 3) -> tuple[Any, list[Any]]:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
     ncols = max(1, min(ncols, n_panels))
     nrows = math.ceil(n_panels / ncols)
     fig = Figure(figsize=(max(PANEL_W * ncols, MIN_W), PANEL_H * nrows + 0.6), layout="constrained")
@@ -152,8 +153,6 @@ def plot_score_panels(panels: Sequence[ScorePanel], path: str | Path, *, title: 
         ax.set_ylabel(ylabel, fontsize=9)
         ax.tick_params(labelsize=8)
         if x_formatter is not None:
-            from matplotlib.ticker import FuncFormatter
-
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: x_formatter(v)))
         _cycles_axis(ax, tasks_per_cycle)
         ax.grid(True, alpha=0.3)
@@ -186,8 +185,6 @@ def plot_val_bpb(panels: Sequence[BpbPanel], path: str | Path, *, title: str) ->
         ax.set_title(panel.title, fontsize=10)
         ax.set_xlabel("training tokens seen", fontsize=9)
         ax.set_ylabel("validation loss (bits per byte)", fontsize=9)
-        from matplotlib.ticker import FuncFormatter
-
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: si(v)))
         ax.tick_params(labelsize=8)
         ax.grid(True, alpha=0.3)
@@ -196,22 +193,72 @@ def plot_val_bpb(panels: Sequence[BpbPanel], path: str | Path, *, title: str) ->
     return _save(fig, path)
 
 
-def plot_onset_fit(params: Sequence[float], onsets: Sequence[float], extrapolate_to: Sequence[float],
-                   path: str | Path, tokens_per_task: float | None = None) -> Path:
-    """Onset vs non-embedding parameters, log-log, with the power law and its 95% confidence band and
-    the extrapolated onsets with prediction intervals (Figure 3 of arXiv:2606.24752), drawn by
-    ``plasticlm.scaling.plot_onset_fit``.
+_Y_MARGIN = 100.0
+"""How far (as a factor) the onset-fit figure's y-axis may reach beyond the data and the fitted law."""
 
-    fit.json holds the fit's statistics but not the OLS residual scale the band needs, so the power
-    law is refitted here on the same points (``scaling.fit_form``; identical to fit.json's when the
-    points are the fit's) and the extrapolations recomputed from it at ``extrapolate_to``.
+
+def clipped_y_limits(centre: np.ndarray, spread: np.ndarray, margin: float = _Y_MARGIN
+                     ) -> tuple[float, float] | None:
+    """Log-axis y-limits for the onset figure: the range of ``spread`` (band and interval ends)
+    clipped to ``margin`` times beyond the range of ``centre`` (data and fitted law); None when
+    nothing needs clipping. A spread end at or below 0 or at +inf is clipped (log axis)."""
+    c = centre[np.isfinite(centre) & (centre > 0)]
+    if c.size == 0:
+        return None
+    y_lo, y_hi = c.min() / margin, c.max() * margin
+    w = spread[~np.isnan(spread)]
+    low, high = (w.min(), w.max()) if w.size else (c.min(), c.max())
+    if low >= y_lo and high <= y_hi:
+        return None
+    return float(max(min(low, c.min()), y_lo)), float(min(max(high, c.max()), y_hi))
+
+
+def plot_onset_fit(fit: ScalingFit, path: str | Path, title: str | None = None) -> Path:
+    """Onset vs non-embedding parameters on log-log axes (Figure 3 of arXiv:2606.24752), written
+    atomically to ``path`` in the format of its suffix (png, pdf, svg).
+
+    Draws the fit's points (one marker per run), its power law with the 95% confidence band of the
+    mean, and its extrapolated onsets with their 95% prediction intervals as error bars, all as
+    ``fit`` holds them (a study's fit.json read back with ``ScalingFit.from_json``: nothing is
+    refitted). When the band or an interval spans more than ``_Y_MARGIN`` times beyond the data and
+    the law (few points, far extrapolation), the y-axis is clipped there and the figure says so.
     """
-    from plasticlm.scaling import extrapolate, fit_form
-    from plasticlm.scaling import plot_onset_fit as draw
-
-    p, t_obs = np.asarray(params, dtype=np.float64), np.asarray(onsets, dtype=np.float64)
-    power = fit_form(p, t_obs, "power")
-    return Path(draw((p, t_obs), power, extrapolate(power, list(extrapolate_to), tokens_per_task), path))
+    law, extrapolations = fit.fits["power"], fit.extrapolations
+    p, t_obs = fit.params, fit.onsets
+    xs = np.concatenate([p, [e.params for e in extrapolations]])
+    grid = np.geomspace(xs.min() / 1.5, xs.max() * 1.5, 200)
+    lo, hi = law.interval(grid, 0.95, prediction=False)
+    fig = Figure(figsize=(6.4, 4.4), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    ax.fill_between(grid, lo, hi, color="C0", alpha=0.2, lw=0, label="95% confidence band")
+    label = f"{law.law}: a = {law.a:.3g}, b = {law.b:.3f}"
+    if law.r2 is not None:
+        label += f", R$^2$ = {law.r2:.2f}"
+    ax.plot(grid, law.predict(grid), color="C0", lw=1.5, label=label)
+    ax.plot(p, t_obs, "o", color="C1", ms=5, label="onsets (runs)")
+    if extrapolations:
+        ex = np.array([e.params for e in extrapolations])
+        ey = np.array([e.onset for e in extrapolations])
+        err = np.array([[e.onset - e.pi95[0] for e in extrapolations], [e.pi95[1] - e.onset for e in extrapolations]])
+        ax.errorbar(ex, ey, yerr=err, fmt="s", color="C3", capsize=3, label="extrapolated (95% PI)")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    pis = np.array([x for e in extrapolations for x in e.pi95], dtype=np.float64)
+    limits = clipped_y_limits(np.concatenate([t_obs, law.predict(grid)]), np.concatenate([lo, hi, pis]))
+    if limits is not None:  # keep the data readable when the band or an interval spans many decades
+        ax.set_ylim(*limits)
+        ax.text(0.99, 0.01, f"y-axis clipped at {_Y_MARGIN:g}x beyond the data and the fitted law",
+                transform=ax.transAxes, ha="right", va="bottom", fontsize=7, color="0.4")
+    ax.set_xlabel("non-embedding parameters P")
+    ax.set_ylabel("onset T (task instances)")
+    ax.set_title(title or "Onset of plasticity loss vs model size")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, dpi=150, format=target.suffix.lstrip(".") or "png")
+    return target
 
 
 def plot_onset_bounds(found: Sequence[tuple[float, float, tuple[float, float] | None]],
@@ -249,8 +296,6 @@ def plot_onset_bounds(found: Sequence[tuple[float, float, tuple[float, float] | 
     if xs:
         ax.set_xlim(min(xs) / 2, max(xs) * 2)
         ax.set_ylim(min(ys) / 1.6, max(ys) * 1.6)
-    from matplotlib.ticker import FuncFormatter, NullFormatter
-
     ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: si(v)))
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: si(v)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:g}"))

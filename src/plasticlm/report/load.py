@@ -4,80 +4,37 @@ Only files inside DIR are read. Every part is optional except at least one run: 
 unreadable file becomes a note in ``ReportInput.problems`` (or an explanation in its section),
 never an exception, so a report can be made of a study that is still running.
 
-Study directory (written by ``plasticlm study``)::
+Study directory (written by ``plasticlm study``; layout in ``sweep``)::
 
-    DIR/config.toml, study.json, onsets.csv, fit.json, runs/<name>/ (run directories, train.py)
+    DIR/config.toml, study.json, onsets.csv, sizes.csv, fit.json, runs/<name>/ (run directories)
 
-A run directory (config.toml + metrics.jsonl or run.json) is reported as a study of one run.
+A study's results are read as records (``plasticlm.records``): onsets.csv and sizes.csv as
+``OnsetRecord`` / ``SizeRecord``, fit.json as ``ScalingFit``. Nothing is recomputed: a run without
+a row in onsets.csv has no onset on the page (the problems say how to write it). A run directory
+(config.toml + metrics.jsonl or run.json) is reported as a study of one run; its onset is computed
+here, once, by ``analysis.onset_from_run``.
 """
 
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 
-from plasticlm.analysis import load_probes, onset_from_run, onset_of_seeds
-from plasticlm.config import Config, load_config
+from plasticlm.analysis import load_probes, onset_from_run
+from plasticlm.config import AnalysisConfig, Config, load_config
 from plasticlm.errors import PlasticError
-from plasticlm.onset import CENSORING, REASON_CODES, find_onset, moving_average
+from plasticlm.model import build_gpt_config, non_embedding_params
+from plasticlm.onset import moving_average
+from plasticlm.records import FitFailure, OnsetRecord, SizeRecord, read_fit, read_onsets, read_sizes
 from plasticlm.runlog import read_json, read_jsonl
+from plasticlm.scaling import ScalingFit
 
-WINDOW = 3  # the paper's moving-average window for the onset (arXiv:2606.24752)
-
-
-@dataclass
-class RunOnset:
-    """The onset of one run, in task instances (probe points) and tokens, with its CI."""
-
-    task_index: float | None
-    tokens: float | None
-    ci: tuple[float, float] | None
-    """95% bootstrap interval in task instances over validation sequences (evaluation noise only)."""
-    net_tokens: float | None
-    """Net degradation: first probe after the minimum whose smoothed dAUC is > 0 (tokens)."""
-    reason: str | None
-    """Why there is no onset, or why it is censored (the rule's sentence)."""
-    source: str
-    """Where it comes from: 'onsets.csv' or "computed from each run's probes.jsonl"."""
-    fraction_null: float | None = None
-    """Fraction of bootstrap draws without an onset (when known)."""
-    code: str | None = None
-    """``onset.REASON_CODES``: onset, left_censored, still_improving, too_few_points, no_probes, ..."""
-    lower_bound: float | None = None
-    """Right-censored (still_improving): the onset is at or after this task index."""
-    probe_se: float | None = None
-    """Noise of the run's probe score in dAUC points, from probe replicates (None without)."""
-
-    @property
-    def censored(self) -> str | None:
-        return CENSORING.get(self.code or "")
-
-
-@dataclass
-class SizeOnset:
-    """The onset of one size and stream from its seeds (sizes.csv, or ``analysis.onset_of_seeds``)."""
-
-    preset: str
-    stream: str
-    params: float | None
-    n_seeds: int
-    task_index: float | None
-    """The onset of the seed-averaged dAUC curve (also when left-censored)."""
-    tokens: float | None
-    code: str | None
-    lower_bound: float | None
-    runs_ci: tuple[float, float] | None
-    """95% bootstrap interval over runs (seeds): includes training noise."""
-    seed_onsets: list[float | None]
-    seeds_agree: bool | None
-
-    @property
-    def censored(self) -> str | None:
-        return CENSORING.get(self.code or "")
+SOURCE_STUDY = "onsets.csv"
+SOURCE_RUN = "computed from each run's probes.jsonl"
+"""Where a run's onset comes from (``RunData.onset_source``)."""
 
 
 @dataclass
@@ -91,6 +48,8 @@ class RunData:
     preset: str | None = None
     seed: int | None = None
     stream: str | None = None
+    method: str | None = None
+    """The run's mitigation (``runspec.RunTags.method``); None = the plain recipe."""
     params: int | None = None
     status: str | None = None
     wall_time_s: float | None = None
@@ -100,13 +59,20 @@ class RunData:
     probes: list[dict[str, Any]] = field(default_factory=list)
     diagnostics: list[dict[str, Any]] = field(default_factory=list)
     """diagnostics.jsonl rows (`plasticlm diagnose`), one per diagnosed checkpoint."""
-    onset: RunOnset | None = None
+    onset: OnsetRecord | None = None
+    onset_source: str | None = None
+    """Where the onset comes from: ``SOURCE_STUDY`` or ``SOURCE_RUN``."""
+    onset_reason: str | None = None
+    """Why there is no onset, or why it is censored (``OnsetRecord.reason``); None for an interior onset."""
+    window: int = AnalysisConfig.window
+    """The onset rule's moving-average window (the study's ``analysis.window``)."""
     exists: bool = True
 
     @property
     def label(self) -> str:
         seed = "" if self.seed is None else f" s{self.seed}"
-        return f"{self.preset or self.name}{seed}"
+        method = "" if self.method is None else f" {self.method}"
+        return f"{self.preset or self.name}{seed}{method}"
 
     @property
     def tasks_per_cycle(self) -> int | None:
@@ -118,24 +84,20 @@ class RunData:
 
     @property
     def peak_lr(self) -> float | None:
-        lr = (self.info.get("summary") or {}).get("peak_lr")
-        if lr is None and self.config is not None and self.params:
-            from plasticlm.optim import peak_lr
-
-            lr = peak_lr(self.config.optim, self.params)
-        return lr
+        """The peak LR training recorded in run.json's summary (None when absent)."""
+        return (self.info.get("summary") or {}).get("peak_lr")
 
     def column(self, key: str) -> np.ndarray:
         """A probes.jsonl column as floats (NaN for null), in task-index order."""
         return np.array([np.nan if r.get(key) is None else float(r[key]) for r in self.probes])
 
     def smoothed(self, key: str = "dauc", x_key: str = "task_index") -> tuple[np.ndarray, np.ndarray]:
-        """The centred window-3 moving average of a probe column (the onset rule's curve)."""
+        """The centred moving average of a probe column with the onset rule's window (its curve)."""
         y = self.column(key)
-        if y.size < WINDOW or not np.all(np.isfinite(y)):
+        if y.size < self.window or not np.all(np.isfinite(y)):
             return np.empty(0), np.empty(0)
-        h = (WINDOW - 1) // 2
-        return self.column(x_key)[h: y.size - h], moving_average(y, WINDOW)
+        h = (self.window - 1) // 2
+        return self.column(x_key)[h: y.size - h], moving_average(y, self.window)
 
     def tokens_at(self, task_index: float | None) -> float | None:
         """tokens_seen of the probe at ``task_index`` (None when there is none)."""
@@ -151,12 +113,20 @@ class ReportInput:
     kind: Literal["study", "run"]
     runs: list[RunData]
     study: dict[str, Any] | None = None
-    fit: dict[str, Any] | None = None
+    config: Config | None = None
+    """The study's config (DIR/config.toml; a run directory's own config)."""
+    fit: ScalingFit | None = None
     fit_note: str | None = None
     """Why there is no usable fit (fit.json absent, holding an error, or unreadable)."""
     problems: list[str] = field(default_factory=list)
-    sizes: list[SizeOnset] = field(default_factory=list)
-    """Per (size, stream) onsets from the seeds (study directories only)."""
+    onsets: list[OnsetRecord] = field(default_factory=list)
+    """onsets.csv (study directories only)."""
+    sizes: list[SizeRecord] = field(default_factory=list)
+    """sizes.csv: per (size, stream) onsets from the seeds (study directories only)."""
+
+    @property
+    def window(self) -> int:
+        return self.config.analysis.window if self.config is not None else AnalysisConfig.window
 
     def rel(self, text: str) -> str:
         """A message with DIR's absolute path removed (the page holds no absolute paths)."""
@@ -173,14 +143,17 @@ def is_run_dir(path: Path) -> bool:
 
 
 def load_report_input(root: str | Path, n_boot: int | None = None) -> ReportInput:
-    """Read DIR: a study directory or a single run directory. ``n_boot``: bootstrap draws for onsets
-    computed here (runs absent from onsets.csv); None = the run's probe.bootstrap."""
+    """Read DIR: a study directory or a single run directory. ``n_boot``: bootstrap draws for the onset
+    of a single run directory (None = its probe.bootstrap); a study's onsets are read, not computed."""
     root = Path(root)
     if not root.is_dir():
         raise PlasticError(f"{root}: no such directory; give a study directory or a run directory")
     if is_run_dir(root) and not (root / "study.json").exists():
         inp = ReportInput(root, "run", [])
-        inp.runs.append(_load_run(inp, {"name": root.resolve().name}, root, "."))
+        run = _load_run(inp, {"name": root.resolve().name}, root, ".")
+        inp.runs.append(run)
+        inp.config = run.config
+        _compute_onset(inp, run, n_boot)
     else:
         inp = ReportInput(root, "study", [])
         _load_study(inp)
@@ -190,11 +163,6 @@ def load_report_input(root: str | Path, n_boot: int | None = None) -> ReportInpu
             "written by `plasticlm study`, or a run directory (config.toml + metrics.jsonl) written by "
             "`plasticlm train`"
         )
-    onsets = _read_onsets_csv(inp) if inp.kind == "study" else {}
-    for run in inp.runs:
-        run.onset = _run_onset(inp, run, onsets.get(run.name), n_boot)
-    if inp.kind == "study":
-        inp.sizes = _read_sizes_csv(inp) or _compute_sizes(inp, n_boot)
     return inp
 
 
@@ -212,6 +180,11 @@ def _read(inp: ReportInput, path: Path, what: str) -> Any:
 def _load_study(inp: ReportInput) -> None:
     root = inp.root
     inp.study = _read(inp, root / "study.json", "the study record")
+    if (root / "config.toml").exists():
+        try:
+            inp.config = load_config(root / "config.toml")
+        except PlasticError as e:
+            inp.problems.append(inp.rel(f"config.toml: {e}"))
     entries = list((inp.study or {}).get("runs") or [])
     listed = {e.get("run_dir") for e in entries}
     runs_dir = root / "runs"
@@ -226,7 +199,35 @@ def _load_study(inp: ReportInput) -> None:
             inp.problems.append(f"run {e.get('name')!r}: run_dir {rel!r} lies outside the study directory; not read")
             continue
         inp.runs.append(_load_run(inp, e, path, rel))
+    inp.onsets = _records(inp, "onsets.csv", read_onsets)
+    by_name = {r.name: r for r in inp.onsets}
+    missing = []
+    for run in inp.runs:
+        record = by_name.get(run.name)
+        if record is None:
+            missing.append(run.name)
+            continue
+        run.onset, run.onset_source = record, SOURCE_STUDY
+        run.onset_reason = record.reason(len(run.probes), run.window) if record.code != "onset" else None
+    if missing and (inp.root / "onsets.csv").exists():
+        inp.problems.append(f"onsets.csv has no row for {', '.join(missing)}: their onsets are not shown; run "
+                            "`plasticlm sweep CONFIG --no-train` to write them")
+    inp.sizes = _records(inp, "sizes.csv", read_sizes)
     _load_fit(inp)
+
+
+def _records(inp: ReportInput, name: str, read: Any) -> list:
+    """A study's records file (``records.read_onsets`` / ``read_sizes``); absent or unreadable: a problem."""
+    path = inp.root / name
+    if not path.exists():
+        inp.problems.append(f"{name} is absent: the study writes it once its runs are probed "
+                            "(`plasticlm sweep CONFIG --no-train` writes it for the runs that finished)")
+        return []
+    try:
+        return read(path)
+    except PlasticError as e:
+        inp.problems.append(inp.rel(str(e)))
+        return []
 
 
 def _load_fit(inp: ReportInput) -> None:
@@ -235,21 +236,27 @@ def _load_fit(inp: ReportInput) -> None:
         inp.fit_note = ("fit.json is absent: the study writes it once onsets exist at 3 or more model sizes "
                         "(a power law fitted to fewer points has no residual degrees of freedom)")
         return
-    doc = _read(inp, path, "the scaling-law fit")
-    if not isinstance(doc, dict):
+    try:
+        fit = read_fit(path)
+    except PlasticError as e:
+        inp.problems.append(inp.rel(f"fit.json: cannot read the scaling-law fit: {e}"))
         inp.fit_note = "fit.json could not be read (see Input problems)"
-    elif doc.get("error"):
-        inp.fit_note = f"the fit failed: {inp.rel(str(doc['error']))}"
-    elif not isinstance((doc.get("fits") or {}).get("power"), dict) or doc["fits"]["power"].get("b") is None:
-        inp.fit_note = "fit.json holds no power-law fit (fits.power with a and b)"
+        return
+    if isinstance(fit, FitFailure):
+        inp.fit_note = f"the fit failed: {inp.rel(fit.error)}"
+    elif "power" not in fit.fits:
+        inp.fit_note = "fit.json holds no power-law fit (fits.power)"
     else:
-        inp.fit = doc
+        inp.fit = fit
 
 
 def _load_run(inp: ReportInput, entry: dict[str, Any], path: Path, rel: str) -> RunData:
     run = RunData(name=str(entry.get("name") or path.name), rel=rel, path=path, preset=entry.get("preset"),
-                  seed=entry.get("seed"), stream=entry.get("stream"), params=entry.get("non_embedding_params"),
-                  status=entry.get("status"), wall_time_s=entry.get("wall_time_s"))
+                  seed=entry.get("seed"), stream=entry.get("stream"), method=entry.get("method"),
+                  params=entry.get("non_embedding_params"), status=entry.get("status"),
+                  wall_time_s=entry.get("wall_time_s"))
+    if inp.config is not None:
+        run.window = inp.config.analysis.window
     if not (path / "config.toml").exists():
         run.exists = False
         return run
@@ -270,6 +277,8 @@ def _load_run(inp: ReportInput, entry: dict[str, Any], path: Path, rel: str) -> 
         run.preset = run.preset or cfg.model.preset or None
         run.seed = cfg.train.seed if run.seed is None else run.seed
         run.stream = run.stream or cfg.stream.kind
+        if inp.kind == "run":
+            run.window = cfg.analysis.window
     summary = run.info.get("summary") or {}
     run.params = run.params or summary.get("non_embedding_params") or _params_from_config(cfg)
     run.status = run.status or run.info.get("status")
@@ -280,119 +289,21 @@ def _load_run(inp: ReportInput, entry: dict[str, Any], path: Path, rel: str) -> 
 def _params_from_config(cfg: Config | None) -> int | None:
     if cfg is None:
         return None
-    from plasticlm.model import build_gpt_config, non_embedding_params
-
     try:
         return non_embedding_params(build_gpt_config(cfg.model, cfg.model.vocab_size or 1024))
     except PlasticError:
         return None
 
 
-# --------------------------------------------------------------------------------------------
-# Onsets
-# --------------------------------------------------------------------------------------------
-
-
-def _num(cell: str | None) -> float | None:
-    cell = (cell or "").strip()
-    if cell.lower() in ("", "null", "none", "nan", "na"):
-        return None
-    return float(cell)
-
-
-_ONSET_NUMBERS = ("onset_task_index", "onset_tokens", "seq_ci95_low", "seq_ci95_high", "net_degradation_tokens",
-                  "seq_ci_fraction_null", "lower_bound_task_index", "probe_se_dauc")
-
-
-def _read_csv_rows(inp: ReportInput, name: str, numbers: tuple[str, ...], texts: tuple[str, ...]
-                   ) -> list[dict[str, Any]]:
-    """Rows of a study CSV (onsets.csv, sizes.csv) with the named number and text columns; a bad row
-    or file is noted as a problem, never a crash."""
-    path = inp.root / name
-    if not path.exists():
-        return []
-    out = []
-    try:
-        with path.open(newline="", encoding="utf-8") as f:
-            for line, row in enumerate(csv.DictReader(f), start=2):
-                try:
-                    rec: dict[str, Any] = {k: _num(row[k]) for k in numbers}
-                    rec.update({k: (row[k] or "").strip() or None for k in texts})
-                    out.append(rec)
-                except (KeyError, ValueError) as e:
-                    inp.problems.append(f"{name} line {line}: not a valid row ({e}); ignored")
-    except (OSError, csv.Error, UnicodeDecodeError) as e:
-        inp.problems.append(f"{name}: cannot read it ({e}); its values are recomputed from the runs")
-        return []
-    return out
-
-
-def _read_onsets_csv(inp: ReportInput) -> dict[str, dict[str, Any]]:
-    return {r["name"]: r for r in _read_csv_rows(inp, "onsets.csv", _ONSET_NUMBERS, ("name", "code"))}
-
-
-def _run_onset(inp: ReportInput, run: RunData, row: dict[str, Any] | None, n_boot: int | None) -> RunOnset | None:
-    """The onset from onsets.csv when the study wrote one, else computed from the run's probes."""
-    if row is not None:
-        reason = None
-        if row["code"] not in (None, "onset"):
-            reason = _reason(run) if run.probes else REASON_CODES.get(row["code"], row["code"])
-        lo, hi = row["seq_ci95_low"], row["seq_ci95_high"]
-        return RunOnset(row["onset_task_index"], row["onset_tokens"], None if lo is None or hi is None else (lo, hi),
-                        row["net_degradation_tokens"], reason, "onsets.csv", row["seq_ci_fraction_null"],
-                        row["code"], row["lower_bound_task_index"], row["probe_se_dauc"])
+def _compute_onset(inp: ReportInput, run: RunData, n_boot: int | None) -> None:
+    """A single run directory's onset (no study files to read): ``analysis.onset_from_run``, once."""
     if not run.probes:
-        return None
+        return
     try:
-        doc = onset_from_run(run.path, window=WINDOW, n_boot=n_boot)
+        doc = onset_from_run(run.path, window=run.window, n_boot=n_boot, seed=run.seed or 0)
     except (PlasticError, OSError, ValueError, KeyError) as e:
         inp.problems.append(inp.rel(f"run {run.name}: cannot compute its onset: {e}"))
-        return None
-    ci = tuple(doc["ci95"]) if doc.get("ci95") else None
-    noise = doc.get("probe_noise") or {}
-    return RunOnset(doc["onset_task_index"], doc["onset_tokens"], ci, doc["net_degradation_tokens"], doc["reason"],
-                    "computed from each run's probes.jsonl", doc.get("ci_fraction_null"), doc["code"],
-                    doc["lower_bound_task_index"], noise.get("se_dauc"))
-
-
-def _reason(run: RunData) -> str | None:
-    """Why the run's dAUC curve has no onset, or why it is censored (the rule's own sentence)."""
-    try:
-        return find_onset(run.column("task_index"), run.column("dauc"), WINDOW).reason
-    except PlasticError as e:
-        return str(e)
-
-
-def _read_sizes_csv(inp: ReportInput) -> list[SizeOnset]:
-    rows = _read_csv_rows(inp, "sizes.csv", ("non_embedding_params", "n_seeds", "onset_task_index", "onset_tokens",
-                                             "lower_bound_task_index", "runs_ci95_low", "runs_ci95_high"),
-                          ("preset", "stream", "code", "seed_onsets", "seeds_agree"))
-    out = []
-    for r in rows:
-        lo, hi = r["runs_ci95_low"], r["runs_ci95_high"]
-        seeds = [_num(x) for x in (r["seed_onsets"] or "").split(";")] if r["seed_onsets"] else []
-        out.append(SizeOnset(r["preset"] or "-", r["stream"] or "-", r["non_embedding_params"],
-                             int(r["n_seeds"] or 0), r["onset_task_index"], r["onset_tokens"], r["code"],
-                             r["lower_bound_task_index"], None if lo is None or hi is None else (lo, hi), seeds,
-                             None if r["seeds_agree"] is None else r["seeds_agree"] == "True"))
-    return out
-
-
-def _compute_sizes(inp: ReportInput, n_boot: int | None) -> list[SizeOnset]:
-    """Size onsets from the runs' probes, for a study directory without sizes.csv."""
-    groups: dict[tuple[str, str], list[RunData]] = {}
-    for r in inp.runs:
-        if r.probes and r.preset and r.stream:
-            groups.setdefault((r.preset, r.stream), []).append(r)
-    out = []
-    for (preset, stream), rs in groups.items():
-        try:
-            doc = onset_of_seeds([r.path for r in rs], window=WINDOW, n_boot=1000 if n_boot is None else n_boot)
-        except (PlasticError, OSError, ValueError, KeyError) as e:
-            inp.problems.append(inp.rel(f"{preset} ({stream}): cannot compute the onset over seeds: {e}"))
-            continue
-        ci = doc.get("ci95_runs")
-        out.append(SizeOnset(preset, stream, rs[0].params, len(rs), doc["onset_task_index"], doc["onset_tokens"],
-                             doc["code"], doc["lower_bound_task_index"], tuple(ci) if ci else None,
-                             doc["seed_onsets"], doc["seeds_agree"]))
-    return out
+        return
+    run.onset = OnsetRecord.from_document(run.name, run.preset or "", run.stream or "", run.params or 0,
+                                          run.seed or 0, doc)
+    run.onset_source, run.onset_reason = SOURCE_RUN, doc["reason"]
