@@ -36,9 +36,10 @@ from typing import Any
 import numpy as np
 from scipy.stats import spearmanr
 
+from plasticlm.config import AnalysisConfig
 from plasticlm.onset import find_onset
 
-WINDOW = 3  # the onset rule's window (arXiv 2606.24752)
+WINDOW = AnalysisConfig.window  # the onset rule's window (arXiv:2606.24752), as in [analysis]
 
 _SETTING_SUFFIXES = ("/rank_n", "/rank_d", "/units", "/heads", "/h_max", "/query_start", "/seq_len", "/iters",
                      "/converged")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from plasticlm.analysis import onset_of_run
 from plasticlm.cli._common import add_json, non_negative_int, print_json, print_table
-from plasticlm.config import AnalysisConfig
+from plasticlm.config import AnalysisConfig, load_config
 from plasticlm.errors import PlasticError
 from plasticlm.onset import Onset, find_onset, onset_document, read_scores_csv
 from plasticlm.units import num
@@ -37,10 +37,13 @@ def run(args) -> int:
     if (args.run_dir is None) == (args.scores is None):
         raise PlasticError("give either a RUN_DIR or --scores FILE.csv (not both)")
     if args.run_dir is not None:
-        require_run_dir(args.run_dir)
+        run_dir = require_run_dir(args.run_dir)
+        if args.window is None:  # the run's own analysis.window
+            args.window = load_config(run_dir / "config.toml").analysis.window
         result, doc = onset_of_run(args.run_dir, window=args.window, n_boot=args.bootstrap, seed=args.seed,
                                    reference=args.reference)
     else:
+        args.window = AnalysisConfig.window if args.window is None else args.window
         x, y = read_scores_csv(args.scores)
         result = find_onset(x, y, args.window)
         doc = onset_document(result, args.scores)
@@ -85,7 +88,8 @@ def register(sub) -> None:
     p.add_argument("--bootstrap", type=non_negative_int, default=None,
                    help="RUN_DIR: bootstrap draws for the CI (default: probe.bootstrap of the run; 0 = none)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
-    p.add_argument("--window", type=int, default=AnalysisConfig.window,
-                   help=f"odd moving-average window (default {AnalysisConfig.window}, as in the paper)")
+    p.add_argument("--window", type=int, default=None,
+                   help=f"odd moving-average window (default: the run's analysis.window; {AnalysisConfig.window}, as "
+                   "in the paper, for --scores)")
     add_json(p)
     p.set_defaults(func=run)
