@@ -106,6 +106,34 @@ def test_the_checker_finds_a_cycle():
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
 
 
+LAYERS = {
+    1: ["errors", "config", "validate", "presets", "runlog", "files", "units", "progress", "dist", "runlock"],
+    2: ["model", "optim", "step", "evaluate", "checkpoint"],
+    3: ["data"],
+    4: ["onset", "analysis", "scaling", "diagnostics", "diagnostics_analysis", "forgetting"],
+    5: ["rundir", "components", "probe", "train", "mitigations", "diagnose", "hf", "probe_hf", "bench"],
+    6: ["runspec", "records", "plan", "cpu_plan", "sweep"],
+    7: ["report", "study", "cli", "__main__"],
+}
+"""docs/architecture.md, "Layers": a module imports from its own layer or earlier ones."""
+ALLOWED_UPWARD = {("plasticlm.validate", "plasticlm.data.sources")}
+"""The documented exception: validate reads the corpus sources' registry to check a config's languages."""
+
+
+def _layer(module: str) -> int:
+    top = module.split(".")[1] if "." in module else ""
+    found = [n for n, names in LAYERS.items() if top in names]
+    assert found, f"{module} is in no layer of docs/architecture.md: add it to LAYERS and to the doc"
+    return found[0]
+
+
+def test_every_import_points_to_the_same_or_an_earlier_layer():
+    graph, _ = _graph()
+    upward = sorted((m, d) for m, ds in graph.items() if m != "plasticlm" for d in ds
+                    if d != "plasticlm" and _layer(d) > _layer(m) and (m, d) not in ALLOWED_UPWARD)
+    assert upward == []
+
+
 def test_function_local_imports_are_few_and_only_for_optional_or_heavy_dependencies():
     _, local = _graph()
     found = [(m, line, name) for m, items in local.items() for line, name in items]

@@ -40,9 +40,9 @@ import dataclasses
 from dataclasses import dataclass
 
 from plasticlm.config import Config
+from plasticlm.data.needs import check_reuse, data_needs, served_tokens_per_task, token_targets
 from plasticlm.data.shards import dtype_for
-from plasticlm.data.stream import steps_per_task
-from plasticlm.errors import DataError, PlasticError
+from plasticlm.errors import PlasticError
 from plasticlm.model import build_gpt_config, flops_per_token, non_embedding_params
 from plasticlm.probe import probe_eval_steps, probe_task_indices
 from plasticlm.runspec import RunSpec, expand
@@ -71,12 +71,6 @@ def probe_token_positions(cfg: Config) -> list[int]:
     n_lang = len(s.languages)
     tokens_per_task = served_tokens_per_task(cfg)
     return [(k + 1) * tokens_per_task for k in probe_task_indices(cfg, n_lang * s.cycles, n_lang, tokens_per_task)]
-
-
-def served_tokens_per_task(cfg: Config) -> int:
-    """Tokens a task really serves: whole steps of batch_size x seq_len (the stream's rounding)."""
-    b, t = cfg.train.batch_size, cfg.model.seq_len
-    return steps_per_task(cfg.stream.tokens_per_task, b, t) * b * t
 
 
 @dataclass(frozen=True)
@@ -173,54 +167,6 @@ def plan_study(cfg: Config, gpu: str = "h100", mfu: float = 0.4, peak_tflops: fl
 
 
 # ---------------------------------------------------------------------------- data
-
-
-def data_needs(cfg: Config) -> dict[str, int]:
-    """Training tokens a run of ``cfg`` reads per language (module docstring); a stationary run's share is
-    its expected value under the mixture weights."""
-    s = cfg.stream
-    total = served_tokens_per_task(cfg) * len(s.languages) * s.cycles
-    if s.kind == "permuted":
-        need = {s.permuted_base: total}
-    elif s.kind == "stationary":
-        w = s.weights or [1.0] * len(s.languages)
-        need = {lang: round(total * x / sum(w)) for lang, x in zip(s.languages, w)}
-    else:
-        need = {lang: total // len(s.languages) for lang in s.languages}
-    p = cfg.probe
-    need[p.language] = p.train_offset_tokens + p.steps * cfg.train.batch_size * cfg.model.seq_len
-    return need
-
-
-def token_targets(cfg: Config) -> dict[str, tuple[int, int]]:
-    """(train, val) tokens to prepare per language from data.*_tokens and their overrides (0 = all)."""
-    d = cfg.data
-    return {lang: (d.train_tokens_per_language.get(lang, d.train_tokens),
-                   d.val_tokens_per_language.get(lang, d.val_tokens)) for lang in cfg.data_languages()}
-
-
-def reuse_factors(cfg: Config, available: dict[str, int]) -> dict[str, float]:
-    """Per language with a known size: tokens a run reads / training tokens available (> 1 = reuse)."""
-    return {lang: need / max(1, available[lang]) for lang, need in data_needs(cfg).items() if available.get(lang)}
-
-
-def check_reuse(cfg: Config, available: dict[str, int], where: str) -> dict[str, float]:
-    """The reuse factors; a DataError when a language would be read more than once and
-    ``stream.allow_reuse`` is false (the message names the languages and both fixes)."""
-    factors = reuse_factors(cfg, available)
-    over = {lang: f for lang, f in factors.items() if f > 1.0}
-    if over and not cfg.stream.allow_reuse:
-        listed = ", ".join(f"{lang} {f:.2f}x ({data_needs(cfg)[lang]:,} of {available[lang]:,} tokens)"
-                           for lang, f in over.items())
-        raise DataError(f"{where}: the run would read these languages' training tokens more than once: {listed}. "
-                        "Prepare more data (data.train_tokens, data.train_tokens_per_language) or shorten the run, "
-                        "or accept the reuse with stream.allow_reuse = true")
-    return factors
-
-
-def format_reuse(factors: dict[str, float]) -> str:
-    over = {lang: f for lang, f in factors.items() if f > 1.0}
-    return ", ".join(f"{lang} {f:.2f}x" for lang, f in over.items()) if over else "none"
 
 
 @dataclass(frozen=True)

@@ -30,13 +30,13 @@ from plasticlm.checkpoint import (
 )
 from plasticlm.components import Component, Components, LoopView, build_components
 from plasticlm.config import Config, load_config, to_dict
+from plasticlm.data.needs import check_reuse, format_reuse
 from plasticlm.data.prepare import prepare_data
 from plasticlm.data.stream import LanguageStream, Task
 from plasticlm.errors import NonFiniteLoss, PlasticError
 from plasticlm.hf import load_gpt2_into
 from plasticlm.model import GPT, build_gpt_config, configure_cpu, non_embedding_params
 from plasticlm.optim import LRSchedule, build_optimizer, peak_lr, set_lr
-from plasticlm.plan import check_reuse, format_reuse
 from plasticlm.rundir import check_new_run_dir, data_fingerprint, file_logging, init_run_dir, update_run_json
 from plasticlm.runlock import run_lock
 from plasticlm.runlog import JsonlLog, environment_info, read_json, read_jsonl

@@ -6,7 +6,8 @@ from __future__ import annotations
 from plasticlm.cli._common import add_json, add_set, print_json, print_table
 from plasticlm.config import load_config
 from plasticlm.cpu_plan import estimate_cpu
-from plasticlm.plan import GPU_PEAK_TFLOPS, TOKENIZE_TOKENS_PER_CPU_S, format_reuse, plan_data, plan_study
+from plasticlm.data.needs import format_reuse
+from plasticlm.plan import GPU_PEAK_TFLOPS, TOKENIZE_TOKENS_PER_CPU_S, plan_data, plan_study
 from plasticlm.units import num, si
 
 

@@ -30,6 +30,7 @@ import numpy as np
 from plasticlm.data import shards
 from plasticlm.data.build import LangBuild, build_languages, hash_is_val, route_salt, split_mask
 from plasticlm.data.corpus import build_corpus
+from plasticlm.data.needs import token_targets
 from plasticlm.data.paths import home_dir, shard_base, stable_hash
 from plasticlm.data.sources import Source, make_source
 from plasticlm.data.tokenizer import BYTES, bpe_key, build_bpe, cached_bpe, load_tokenizer, take_bytes
@@ -161,7 +162,6 @@ def prepare_data(cfg: Config, languages: list[str] | None = None, progress: bool
             f"({tok_path}); set model.vocab_size = 0 (take it from the tokenizer) or >= {tok.vocab_size}"
         )
 
-    from plasticlm.plan import token_targets
 
     home = home_dir(d.home)
     targets = token_targets(cfg)
