@@ -135,12 +135,14 @@ def test_hf_dataset_saved_to_disk_streams_into_the_build(tmp_path, home, monkeyp
 
 def test_slurm_executor_is_built_from_the_config(tmp_path):
     pytest.importorskip("datatrove")
+    from plasticlm.data.build_step import make_executor
+
     cfg = load_config(None, ["data.executor=slurm", "data.slurm_partition=cpu", "data.slurm_time=2:00:00",
                              "data.slurm_mem_per_cpu_gb=8"])
     b = build_mod.LangBuild(lang="en", base=str(tmp_path / "b"), work=str(tmp_path / "w"), tasks=5, direct=True,
                             tokenizer="bytes", eot_token="<|endoftext|>", vocab_size=257, split_seed=0,
                             val_fraction=0.1, targets=(0, 0), max_bytes=0, data={}, meta={})
-    ex = build_mod.make_executor(cfg.data, [b], tmp_path / "logs")
+    ex = make_executor(cfg.data, [b], tmp_path / "logs")
     assert type(ex).__name__ == "SlurmPipelineExecutor"
     assert (ex.tasks, ex.partition, ex.time, ex.cpus_per_task, ex.mem_per_cpu_gb) == (5, "cpu", "2:00:00", 1, 8)
 

@@ -4,7 +4,6 @@ Each language is cut into ``data.tasks`` build tasks (``data.tasks = 0``: one pe
 sources read in place, one per language for the cached ones). A task reads its slice of the
 language's documents one batch at a time, routes each document to the validation or training split,
 tokenizes it and appends its ids (then the end-of-document id) to its own files::
-
     <work>/<lang>/task-00003.<split>.bin    the ids (uint16, or uint32 above 65,536 tokens), in read order
     <work>/<lang>/task-00003.<split>.idx    int64 rows (document number, tokens with the end-of-document id,
                                             UTF-8 bytes), one per document
@@ -18,7 +17,6 @@ concatenates the tasks' documents in a fixed order into the shard that ``shards.
 memory-maps (written atomically, header last; ``shards.py`` has the format) and deletes the task files.
 
 Two source kinds (``Source.direct``):
-
 - cached sources (``debian-docs``, ``synthetic``: a few MB, extracted into ``docs.jsonl`` by
   ``corpus.build_corpus``): documents are split by the seeded permutation of ``splits.split_indices``
   and the shards hold them in that permuted order, bit for bit the shards of the in-memory pipeline
@@ -58,9 +56,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
+from plasticlm.config import DataConfig
 from plasticlm.data import shards
 from plasticlm.data.paths import lang_seed, read_cached_json
+from plasticlm.data.sources import make_source
+from plasticlm.data.splits import split_indices
+from plasticlm.data.tokenizer import load_tokenizer
 from plasticlm.errors import DataError
 from plasticlm.runlog import atomic_path, atomic_write_json
 
@@ -111,7 +114,6 @@ class LangBuild:
 def split_mask(n_docs: int, lang: str, seed: int, val_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """Cached sources: (is_val per document, position of each document in its split's order), from
     ``splits.split_indices`` (the permutation split)."""
-    from plasticlm.data.splits import split_indices
 
     train, val = split_indices(n_docs, lang, seed, val_fraction)
     is_val = np.zeros(n_docs, dtype=bool)
@@ -147,9 +149,6 @@ def _cached_docs(b: LangBuild, t: int) -> Iterator[tuple[int, str]]:
 
 
 def _direct_docs(b: LangBuild, t: int) -> Iterator[tuple[int, str]]:
-    from plasticlm.config import DataConfig
-    from plasticlm.data.sources import make_source
-
     src = make_source(DataConfig(**b.data))
     cap = math.ceil(b.max_bytes / b.tasks) if b.max_bytes else 0
     total = 0
@@ -170,7 +169,6 @@ def run_task(b: LangBuild, t: int) -> dict[str, Any]:
     done = read_cached_json(b.task_json(t))
     if done is not None:
         return done
-    from plasticlm.data.tokenizer import load_tokenizer
 
     t0 = time.perf_counter()
     tok = load_tokenizer(b.tokenizer, b.eot_token)
@@ -249,7 +247,6 @@ def _order(b: LangBuild, split: str, idx: list[np.ndarray]) -> Iterator[tuple[in
 
 def merge_split(b: LangBuild, split: str) -> dict[str, Any]:
     """Concatenate the tasks' documents of ``split`` into the shard; cut to the target; write the header."""
-    from plasticlm.data.tokenizer import load_tokenizer
 
     tok = load_tokenizer(b.tokenizer, b.eot_token)
     dtype = shards.dtype_for(tok.vocab_size)
@@ -303,27 +300,6 @@ def task_list(builds: list[LangBuild]) -> list[tuple[LangBuild, int]]:
     return [(b, t) for b in builds for t in range(b.tasks)]
 
 
-def make_executor(data, builds: list[LangBuild], logging_dir: Path):
-    """datatrove's local executor (data.workers processes) or its SLURM executor (data.executor = slurm)."""
-    from plasticlm.data.build_step import ShardTasks
-
-    n = len(task_list(builds))
-    step = ShardTasks(builds)
-    # complete tasks are skipped by their own markers (run_task), which outlive datatrove's logs
-    if data.executor == "slurm":
-        from datatrove.executor.slurm import SlurmPipelineExecutor
-
-        return SlurmPipelineExecutor(
-            pipeline=[step], tasks=n, time=data.slurm_time, partition=data.slurm_partition, cpus_per_task=1,
-            mem_per_cpu_gb=data.slurm_mem_per_cpu_gb, workers=data.workers or -1, job_name="plasticlm-shards",
-            logging_dir=str(logging_dir), env_command=data.slurm_env_command or None, skip_completed=False,
-        )
-    from datatrove.executor.local import LocalPipelineExecutor
-
-    return LocalPipelineExecutor(pipeline=[step], tasks=n, workers=min(n, workers(data)),
-                                 logging_dir=str(logging_dir), skip_completed=False, start_method="forkserver")
-
-
 def workers(data) -> int:
     return data.workers or os.cpu_count() or 1
 
@@ -349,7 +325,6 @@ def run_tasks(data, builds: list[LangBuild], logging_dir: Path, progress: bool) 
     logging_dir.mkdir(parents=True, exist_ok=True)
     if data.executor == "slurm":
         _submit_slurm(data, builds, logging_dir, len(todo))
-    from tqdm import tqdm
 
     goal = sum(b.targets[0] + b.targets[1] for b in builds) if all(all(b.targets) for b in builds) else None
     bar = tqdm(total=goal, desc=f"tokenize ({len(todo)} tasks)", unit="tok", unit_scale=True, file=sys.stderr,
@@ -362,9 +337,7 @@ def run_tasks(data, builds: list[LangBuild], logging_dir: Path, progress: bool) 
                 bar.n = tokens_written(builds)
                 bar.refresh()
             return
-        job = logging_dir / "job.pkl"
-        with atomic_path(job) as tmp:
-            tmp.write_bytes(pickle.dumps((data, builds, logging_dir)))
+        job = _write_job(data, builds, logging_dir)
         log = logging_dir / "build.log"
         with open(log, "ab") as out:
             # a session of its own: an interrupt stops the build process and datatrove's workers together
@@ -388,12 +361,18 @@ def run_tasks(data, builds: list[LangBuild], logging_dir: Path, progress: bool) 
                                       f"{log} ends:", *tail]))
 
 
+def _write_job(data, builds: list[LangBuild], logging_dir: Path) -> Path:
+    """The pickled (data config, builds, logging dir) that ``python -m plasticlm.data.build_step`` runs."""
+    job = logging_dir / "job.pkl"
+    with atomic_path(job) as tmp:
+        tmp.write_bytes(pickle.dumps((data, builds, logging_dir)))
+    return job
+
+
 def _child_env() -> dict[str, str]:
     """This process's environment, with this copy of plasticlm first on the path (the build process must
     import the same code) and one tokenizer thread per worker process (the workers are the parallelism)."""
-    import plasticlm
-
-    root = str(Path(plasticlm.__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])  # the directory holding this copy of plasticlm
     path = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
     return {**os.environ, "PYTHONPATH": path, "TOKENIZERS_PARALLELISM": "false"}
 
@@ -405,7 +384,13 @@ def _submit_slurm(data, builds: list[LangBuild], logging_dir: Path, n_todo: int)
             f"{n_todo} shard-building task(s) submitted to SLURM before ({submitted}) are not finished: wait for "
             f"them (squeue), or if they failed, see {logging_dir}/logs, delete {submitted} and run again"
         )
-    make_executor(data, builds, logging_dir).run()
+    job = _write_job(data, builds, logging_dir)
+    # datatrove lives in build_step; submitting the array job takes seconds
+    proc = subprocess.run([sys.executable, "-m", "plasticlm.data.build_step", "--submit", str(job)],
+                          capture_output=True, text=True, env=_child_env())
+    if proc.returncode:
+        raise DataError(f"submitting the shard build to SLURM failed (exit {proc.returncode}):\n"
+                        + (proc.stderr or proc.stdout)[-2000:])
     atomic_write_json(submitted, {"tasks": n_todo, "time": time.time()})
     raise ShardsPending(
         f"submitted {n_todo} shard-building task(s) to SLURM (logs: {logging_dir}); run the same command again "

@@ -29,7 +29,7 @@ import numpy as np
 
 from plasticlm.data import shards
 from plasticlm.data.build import LangBuild, build_languages, hash_is_val, route_salt, split_mask
-from plasticlm.data.corpus import build_corpus
+from plasticlm.data.corpus import build_corpus, iter_documents
 from plasticlm.data.needs import token_targets
 from plasticlm.data.paths import home_dir, shard_base, stable_hash
 from plasticlm.data.sources import Source, make_source
@@ -63,7 +63,6 @@ def default_languages(cfg: Config) -> list[str]:
 def _cached_sample(path: str, n_docs: int, lang: str, seed: int, val_fraction: float, n_bytes: int) -> list[str]:
     """The first ``n_bytes`` of the training split in its permuted order (the tokenizer's sample of a
     cached source), read in two passes over docs.jsonl: document sizes, then the chosen documents."""
-    from plasticlm.data.corpus import iter_documents
 
     is_val, position = split_mask(n_docs, lang, seed, val_fraction)
     sizes = np.fromiter((len(d.encode("utf-8")) for d in iter_documents(Path(path))), dtype=np.int64, count=n_docs)

@@ -23,6 +23,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tokenizers
+from tokenizers import Tokenizer as HFTok
+from tokenizers import decoders, models, pre_tokenizers, trainers
 
 from plasticlm.data.paths import read_cached_json, stable_hash, tokenizer_dir
 from plasticlm.errors import DataError
@@ -64,12 +67,10 @@ class HFTokenizer:
     """A Hugging Face ``tokenizers`` tokenizer loaded from a tokenizer.json."""
 
     def __init__(self, path: str | Path, eot_token: str = "<|endoftext|>"):
-        from tokenizers import Tokenizer
-
         self.path = str(path)
         raw = Path(path).read_bytes()
         self.hash = hashlib.sha256(raw).hexdigest()
-        self.tok = Tokenizer.from_str(raw.decode("utf-8"))
+        self.tok = HFTok.from_str(raw.decode("utf-8"))
         # Text that happens to contain the special token's string is encoded as plain text.
         self.tok.encode_special_tokens = True
         eot = self.tok.token_to_id(eot_token)
@@ -109,8 +110,6 @@ def load_tokenizer(path: str | Path, eot_token: str = "<|endoftext|>") -> Tokeni
 
 def train_bpe(texts: Iterable[str], vocab_size: int, eot_token: str) -> Any:
     """Train a byte-level BPE; returns a ``tokenizers.Tokenizer``."""
-    from tokenizers import Tokenizer as HFTok
-    from tokenizers import decoders, models, pre_tokenizers, trainers
 
     if vocab_size < 257:
         raise DataError(f"data.vocab_size = {vocab_size}: a byte-level BPE needs >= 257 (256 bytes + the special)")
@@ -142,7 +141,6 @@ def take_bytes(docs: Iterable[str], n_bytes: int) -> list[str]:
 
 def bpe_key(vocab_size: int, eot_token: str, inputs: dict[str, Any], sample_bytes: int) -> str:
     """Cache key of a trained BPE: settings plus the identity of its training text."""
-    import tokenizers
 
     return stable_hash({
         "kind": "bpe-bytelevel",

@@ -21,6 +21,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
+
 from plasticlm.data.paths import stable_hash
 from plasticlm.data.sources import Source
 from plasticlm.data.text import decode_utf8, iter_paragraphs
@@ -93,8 +95,6 @@ class LocalSource(Source):
                 n = max(1, math.ceil(size / UNIT_BYTES))
                 out += [(path, size * k // n, size * (k + 1) // n) for k in range(n)]
             elif ext == ".parquet":
-                import pyarrow.parquet as pq
-
                 out += [(path, g, g + 1) for g in range(pq.ParquetFile(path).metadata.num_row_groups)]
             else:
                 out.append((path, 0, -1))
@@ -170,8 +170,6 @@ def _jsonl_docs(path: Path, lang: str, start: int, end: int, decode) -> Iterator
 
 
 def _parquet_docs(path: Path, lang: str, row_group: int) -> Iterator[str]:
-    import pyarrow.parquet as pq
-
     pf = pq.ParquetFile(path)
     if TEXT_FIELD not in pf.schema_arrow.names:
         raise DataError(
