@@ -419,9 +419,8 @@ def build_languages(data, builds: list[LangBuild], work_root: Path, progress: bo
     Each language's shards are built under their lock (``paths.cache_lock``, taken in one order by
     every process): a second process building them at the same time waits, then reads them."""
     with contextlib.ExitStack() as stack:
-        for b in sorted(builds, key=lambda b: b.base):
-            base = Path(b.base)
-            stack.enter_context(cache_lock(base.with_name(f"{base.name}.lock"), f"the {b.lang} token shards"))
+        for b in sorted(builds, key=lambda b: b.work):
+            stack.enter_context(cache_lock(Path(b.work).with_suffix(".lock"), f"the {b.lang} token shards"))
         headers: dict[str, dict[str, Any]] = {}
         for b in builds:  # built by the process this one waited for
             done = {s: shards.read_header(Path(b.base), s) for s in SPLITS}
