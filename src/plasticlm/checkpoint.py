@@ -104,8 +104,12 @@ def save_checkpoint(run_dir: str | Path, name: str, model: torch.nn.Module, opti
     root = checkpoints_dir(run_dir)
     root.mkdir(parents=True, exist_ok=True)
     final = root / name
-    for stale in root.glob(".tmp-*"):  # left by a save that was killed (one writer per run directory)
+    # Left by a save that was killed (one writer per run directory): its temporary directory, the old
+    # copy of a checkpoint it was replacing (``latest`` never names it), a half-written pointer.
+    for stale in [*root.glob(".tmp-*"), *root.glob(".old-*")]:
         shutil.rmtree(stale, ignore_errors=True)
+    for stale in root.glob(".latest.*.tmp"):
+        stale.unlink(missing_ok=True)
     tmp = root / f".tmp-{name}-{os.getpid()}"
     current = "the checkpoint directory"
     try:

@@ -273,7 +273,8 @@ def _resume(run_dir: Path, data: Any, components: list[Component] | None, quiet:
     if ckpt is not None:
         finished = read_json(ckpt / "meta.json")["stream"]["step"] >= trainer.stream.total_steps
         trainer.restore(ckpt, truncate_logs=not finished)  # a finished run's logs stay as they are
-        if finished:
+        if finished:  # killed after its last checkpoint: finish its bookkeeping (pruning, run.json)
+            prune_checkpoints(run_dir, cfg.train.keep_last, trainer.callbacks.pinned_checkpoints())
             summary = summarize(trainer)
             update_run_json(run_dir, status="done", step=trainer.step, tokens=trainer.tokens,
                             wall_time_s=trainer.wall_time_s, summary=summary)

@@ -60,7 +60,7 @@ from tqdm import tqdm
 
 from plasticlm.config import DataConfig
 from plasticlm.data import shards
-from plasticlm.data.paths import lang_seed, read_cached_json
+from plasticlm.data.paths import cache_lock, lang_seed, read_cached_json
 from plasticlm.data.sources import make_source
 from plasticlm.data.splits import split_indices
 from plasticlm.data.tokenizer import load_tokenizer
@@ -399,7 +399,25 @@ def _submit_slurm(data, builds: list[LangBuild], logging_dir: Path, n_todo: int)
 
 
 def build_languages(data, builds: list[LangBuild], work_root: Path, progress: bool) -> dict[str, dict[str, Any]]:
-    """Tasks, then merge, for every language in ``builds``; returns lang -> split -> header."""
+    """Tasks, then merge, for every language in ``builds``; returns lang -> split -> header.
+
+    Each language's shards are built under their lock (``paths.cache_lock``, taken in one order by
+    every process): a second process building them at the same time waits, then reads them."""
+    with contextlib.ExitStack() as stack:
+        for b in sorted(builds, key=lambda b: b.work):
+            stack.enter_context(cache_lock(Path(b.work).with_suffix(".lock"), f"the {b.lang} token shards"))
+        headers: dict[str, dict[str, Any]] = {}
+        for b in builds:  # built by the process this one waited for
+            done = {s: shards.read_header(Path(b.base), s) for s in SPLITS}
+            if all(done.values()):
+                headers[b.lang] = done
+        todo = [b for b in builds if b.lang not in headers]
+        if todo:
+            headers.update(_build(data, todo, work_root, progress))
+    return headers
+
+
+def _build(data, builds: list[LangBuild], work_root: Path, progress: bool) -> dict[str, dict[str, Any]]:
     key = hashlib.sha256(json.dumps([asdict(b) for b in builds], sort_keys=True).encode()).hexdigest()[:16]
     run_tasks(data, builds, work_root / "logs" / key, progress)
     headers: dict[str, dict[str, Any]] = {}

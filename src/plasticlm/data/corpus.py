@@ -21,7 +21,7 @@ from typing import Any
 from tqdm import tqdm
 
 from plasticlm.config import DataConfig
-from plasticlm.data.paths import corpus_dir, home_dir, read_cached_json
+from plasticlm.data.paths import cache_lock, corpus_dir, home_dir, read_cached_json
 from plasticlm.data.sources import Source, make_source
 from plasticlm.errors import DataError
 from plasticlm.runlog import atomic_path, atomic_write_json
@@ -127,24 +127,35 @@ def build_corpus(
     root = source_root(data, src)
     langs = list(dict.fromkeys(langs))
     manifests: dict[str, dict[str, Any]] = {}
-    for lang in langs if not force else []:
-        m = read_manifest(data, lang, src)
-        if m is not None:
-            manifests[lang] = m
-    todo = [lang for lang in langs if lang not in manifests]
-    if todo:
-        # Complete (uncapped) cached languages can serve as references (debian-docs: the English filter).
-        reuse = {}
-        for lang in dict.fromkeys([*manifests, *src.references]):
+
+    def missing() -> list[str]:
+        for lang in langs if not force else []:
             m = manifests.get(lang) or read_manifest(data, lang, src)
-            if lang not in todo and m is not None and not m["capped"]:
-                reuse[lang] = Path(m["path"])
-        bar = tqdm(desc=f"corpus {src.name}", unit="doc", file=sys.stderr, disable=not progress)
-        with src, bar:
-            src.open(todo, reuse, progress)
-            for lang in todo:
-                manifests[lang] = _write_language(src, lang, root / lang, data.max_bytes_per_language, bar)
+            if m is not None:
+                manifests[lang] = m
+        return [lang for lang in langs if lang not in manifests]
+
+    if missing():
+        with cache_lock(root / ".lock", f"the {src.name} corpus"):
+            todo = missing()  # again: the process this one waited for may have built them
+            if todo:
+                _write_languages(src, data, todo, manifests, root, progress)
     return {lang: manifests[lang] for lang in langs}
+
+
+def _write_languages(src: Source, data: DataConfig, todo: list[str], manifests: dict[str, dict[str, Any]],
+                     root: Path, progress: bool) -> None:
+    # Complete (uncapped) cached languages can serve as references (debian-docs: the English filter).
+    reuse = {}
+    for lang in dict.fromkeys([*manifests, *src.references]):
+        m = manifests.get(lang) or read_manifest(data, lang, src)
+        if lang not in todo and m is not None and not m["capped"]:
+            reuse[lang] = Path(m["path"])
+    bar = tqdm(desc=f"corpus {src.name}", unit="doc", file=sys.stderr, disable=not progress)
+    with src, bar:
+        src.open(todo, reuse, progress)
+        for lang in todo:
+            manifests[lang] = _write_language(src, lang, root / lang, data.max_bytes_per_language, bar)
 
 
 def corpus_info(data: DataConfig, langs: list[str], source: str | None = None) -> list[dict[str, Any]]:

@@ -31,13 +31,13 @@ from plasticlm.data import shards
 from plasticlm.data.build import LangBuild, build_languages, hash_is_val, route_salt, split_mask
 from plasticlm.data.corpus import build_corpus, iter_documents
 from plasticlm.data.needs import token_targets
-from plasticlm.data.paths import home_dir, shard_base, stable_hash
+from plasticlm.data.paths import cache_lock, home_dir, shard_base, stable_hash, tokenizer_dir
 from plasticlm.data.sources import Source, make_source
 from plasticlm.data.tokenizer import BYTES, bpe_key, build_bpe, cached_bpe, load_tokenizer, take_bytes
 from plasticlm.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
-    from plasticlm.config import Config
+    from plasticlm.config import Config, DataConfig
 
 SPLITS = ("train", "val")
 
@@ -110,17 +110,26 @@ def _tokenizer(cfg: Config, src: Source, corpora: dict[str, dict[str, Any]], tas
         inputs = {lang: [m["sha256"], d.split_seed, d.val_fraction] for lang, m in sorted(corpora.items())}
     key = bpe_key(d.vocab_size, d.eot_token, inputs, sample)
     info = {"kind": "bpe", "key": key, "languages": sorted(corpora), "sample_bytes_per_language": sample}
-    path = cached_bpe(home_dir(d.home), key)
+    home = home_dir(d.home)
+    path = cached_bpe(home, key)
     if path is None:
-        if src.direct:
-            samples = {lang: _direct_sample(src, lang, d.split_seed, d.val_fraction, tasks, sample) for lang in corpora}
-            smallest = min(sum(len(x.encode("utf-8")) for x in docs) for docs in samples.values())
-            samples = {lang: take_bytes(docs, smallest) for lang, docs in samples.items()}
-        else:
-            samples = {lang: _cached_sample(m["path"], m["documents"], lang, d.split_seed, d.val_fraction, sample)
-                       for lang, m in corpora.items()}
-        path = build_bpe(home_dir(d.home), key, samples, d.vocab_size, d.eot_token, progress)
+        with cache_lock(tokenizer_dir(home, key).with_suffix(".lock"), "the tokenizer"):
+            path = cached_bpe(home, key)  # the process this one waited for may have trained it
+            if path is None:
+                path = build_bpe(home, key, _bpe_samples(src, corpora, d, tasks, sample), d.vocab_size,
+                                 d.eot_token, progress)
     return str(path), info
+
+
+def _bpe_samples(src: Source, corpora: dict[str, dict[str, Any]], d: DataConfig, tasks: int,
+                 sample: int) -> dict[str, list[str]]:
+    """The tokenizer's training documents per language (equal-sized samples of the training splits)."""
+    if src.direct:
+        samples = {lang: _direct_sample(src, lang, d.split_seed, d.val_fraction, tasks, sample) for lang in corpora}
+        smallest = min(sum(len(x.encode("utf-8")) for x in docs) for docs in samples.values())
+        return {lang: take_bytes(docs, smallest) for lang, docs in samples.items()}
+    return {lang: _cached_sample(m["path"], m["documents"], lang, d.split_seed, d.val_fraction, sample)
+            for lang, m in corpora.items()}
 
 
 def _direct_corpora(src: Source, langs: list[str]) -> dict[str, dict[str, Any]]:
