@@ -15,7 +15,7 @@ from plasticlm.cli import main
 from plasticlm.config import dumps_toml
 from plasticlm.model import GPT
 from plasticlm.runlog import read_json, read_jsonl
-from tests.fakes import fake_data, tiny_config
+from tests.fakes import fake_data, tiny_config, use_fake_data
 
 pytestmark = pytest.mark.faults
 
@@ -52,7 +52,7 @@ def _poison_the_loss(monkeypatch, value: float, how: str) -> None:
 def test_a_non_finite_loss_exits_3_and_keeps_the_last_good_checkpoint(value, how, tmp_path, monkeypatch, capsys):
     cfg_path = tmp_path / "run.toml"
     cfg_path.write_text(dumps_toml(tiny_config()))
-    monkeypatch.setattr(plasticlm.train, "load_data", lambda cfg, progress=True: fake_data())
+    use_fake_data(monkeypatch, fake_data())
     _poison_the_loss(monkeypatch, float(value), how)
     run = tmp_path / "run"
 

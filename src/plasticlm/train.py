@@ -274,7 +274,7 @@ def _resume(run_dir: Path, data: Any, components: list[Component] | None, quiet:
         finished = read_json(ckpt / "meta.json")["stream"]["step"] >= trainer.stream.total_steps
         trainer.restore(ckpt, truncate_logs=not finished)  # a finished run's logs stay as they are
         if finished:  # killed after its last checkpoint: finish its bookkeeping (pruning, run.json)
-            prune_checkpoints(run_dir, cfg.train.keep_last, trainer.callbacks.pinned_checkpoints())
+            prune_checkpoints(run_dir, cfg.train.keep_last, trainer.components.pinned_checkpoints())
             summary = summarize(trainer)
             update_run_json(run_dir, status="done", step=trainer.step, tokens=trainer.tokens,
                             wall_time_s=trainer.wall_time_s, summary=summary)
