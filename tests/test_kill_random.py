@@ -102,8 +102,8 @@ class Bench:
             p.join(delay)
             if p.is_alive():
                 p.kill()
-                p.join(TIMEOUT)
-                assert p.exitcode == -signal.SIGKILL
+            p.join(TIMEOUT)
+            if p.exitcode == -signal.SIGKILL:
                 return delay
             assert p.exitcode == 0, f"`plasticlm {' '.join(argv)}` failed before its kill"
             u /= 2  # it ended first (a less busy machine than the reference's): an earlier moment
