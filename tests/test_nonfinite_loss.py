@@ -15,10 +15,12 @@ from plasticlm.cli import main
 from plasticlm.config import dumps_toml
 from plasticlm.model import GPT
 from plasticlm.runlog import read_json, read_jsonl
-from tests.fakes import fake_data, tiny_config, use_fake_data
+from tests.fakes import WITH_PROBES, fake_data, tiny_config, use_fake_data
 
 pytestmark = pytest.mark.faults
 
+PROBE = ("probe.steps=4", "probe.eval_every=2", "probe.sequences=4", WITH_PROBES)
+"""A short probe (the scratch baseline runs one at the start)."""
 POISON_AT = 8
 """The training step whose loss is poisoned (the 8th; the loop counts steps from 1 in its message and
 run.json): inside task 1 (5 steps per task), after checkpoint task-000000."""
@@ -31,27 +33,35 @@ the loss itself can stop the step."""
 
 
 def _poison_the_loss(monkeypatch, value: float, how: str) -> None:
-    real = GPT.forward
-    calls = {"train": 0}
+    """Poison the training loss of the run's own model at step POISON_AT (its probes and the scratch
+    baseline's model, which also train, are other instances and left alone)."""
+    real_forward, real_init = GPT.forward, plasticlm.train.Trainer.__init__
+    seen = {"model": None, "steps": 0}
+
+    def init(self, *a, **k):
+        real_init(self, *a, **k)
+        seen["model"] = self.model
 
     def forward(self, idx, targets=None):
-        out = real(self, idx, targets)
-        if targets is None or not (self.training and torch.is_grad_enabled()):
-            return out  # evaluation and probes (probes run at cycle ends only: not before step 8)
-        calls["train"] += 1
-        if calls["train"] != POISON_AT:  # one forward per step (no micro-batches)
+        out = real_forward(self, idx, targets)
+        if self is not seen["model"] or targets is None or not torch.is_grad_enabled():
+            return out  # evaluation, probes, the scratch baseline
+        seen["steps"] += 1
+        if seen["steps"] != POISON_AT:  # one forward per step (no micro-batches)
             return out
         if how == "value-and-gradient":
             return out * value
         return out - out.detach() + value  # value = poison, d/dweights = that of the real loss
 
+    monkeypatch.setattr(plasticlm.train.Trainer, "__init__", init)
     monkeypatch.setattr(GPT, "forward", forward)
 
 
 @pytest.mark.parametrize(("value", "how"), CASES, ids=[f"{v}-{h}" for v, h in CASES])
-def test_a_non_finite_loss_exits_3_and_keeps_the_last_good_checkpoint(value, how, tmp_path, monkeypatch, capsys):
+def test_a_non_finite_loss_exits_3_and_keeps_the_last_good_checkpoint(value, how, tmp_path, home, monkeypatch,
+                                                                      capsys):
     cfg_path = tmp_path / "run.toml"
-    cfg_path.write_text(dumps_toml(tiny_config()))
+    cfg_path.write_text(dumps_toml(tiny_config(*PROBE)))
     use_fake_data(monkeypatch, fake_data())
     _poison_the_loss(monkeypatch, float(value), how)
     run = tmp_path / "run"
@@ -67,7 +77,7 @@ def test_a_non_finite_loss_exits_3_and_keeps_the_last_good_checkpoint(value, how
     ckpt = latest_checkpoint(run)
     assert ckpt.name == "task-000000" and verify_checkpoint(ckpt) == []
     monkeypatch.undo()
-    t = plasticlm.train.Trainer(tiny_config(), run, fake_data(), quiet=True)
+    t = plasticlm.train.Trainer(tiny_config(*PROBE), run, fake_data(), quiet=True)
     t.restore(ckpt, truncate_logs=False)
     assert all(torch.isfinite(p).all() for p in t.model.parameters())
     assert all(torch.isfinite(v).all() for s in t.optimizer.state.values() for v in s.values() if v.dim())
