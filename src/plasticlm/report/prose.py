@@ -147,8 +147,9 @@ def fit_sentences(inp: ReportInput) -> list[str]:
     out = [text + "."]
     n_cens = 0 if fit.left_censored is None else int(fit.left_censored.sum())
     if n_cens:
-        out.append(f"{n_cens} of these onsets are left-censored (at or before their value) and are "
-                   "fitted at their value, as arXiv:2606.24752 did.")
+        verb = "is" if n_cens == 1 else "are"
+        out.append(f"{n_cens} of these onsets {verb} left-censored (at or before {'its' if n_cens == 1 else 'their'} "
+                   f"value) and {verb} fitted at {'its' if n_cens == 1 else 'their'} value, as arXiv:2606.24752 did.")
     intervals = {"OLS": ci, "bootstrap over sizes": boot, "bootstrap over runs": runs_ci}
     with_zero = [k for k, v in intervals.items() if v and v[0] <= 0 <= v[1]]
     hi = ci[1] if ci else None
