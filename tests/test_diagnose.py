@@ -10,7 +10,14 @@ import torch
 
 from plasticlm import diagnostics as D
 from plasticlm.cli import main
-from plasticlm.diagnose import DiagnoseOptions, diagnose_model, diagnose_run_dir, held_out_windows, initial_state
+from plasticlm.diagnose import (
+    DiagnoseOptions,
+    diagnose_checkpoint,
+    diagnose_model,
+    diagnose_run_dir,
+    held_out_windows,
+    initial_state,
+)
 from plasticlm.diagnostics_analysis import analyse_run, diagnostic_columns, pool_runs, spearman
 from plasticlm.forgetting import forgetting_matrix
 from plasticlm.probe import probe_task_indices
@@ -274,3 +281,34 @@ def test_report_shows_the_diagnostics_section_and_table(tmp_path):
     (study / "runs" / "200K-s0" / "diagnostics.jsonl").unlink()
     (study / "runs" / "390K-s0" / "diagnostics.jsonl").unlink()
     assert diagnostics(Context(load_report_input(study, n_boot=0), tmp_path)) is None  # only with diagnostics
+
+
+def test_the_diagnostics_component_writes_the_post_hoc_rows_at_every_probe_point(tmp_path, home, data):
+    """In training (train.components lists `diagnostics`): one row per probe point, with the numbers
+    `plasticlm diagnose` computes from that point's checkpoint, and the training itself unchanged."""
+    on = tiny_config(*PROBE, "train.keep_last=10",
+                     "train.components=[task_reset, train_metrics, evaluate, probe, diagnostics, progress]")
+    train(on, tmp_path / "on", data=data, quiet=True)
+    rows = read_jsonl(tmp_path / "on" / "diagnostics.jsonl")
+    assert [r["task_index"] for r in rows] == [3, 6] and [r["checkpoint"] for r in rows] == ["task-000002",
+                                                                                          "task-000005"]
+    for r in rows:
+        post = diagnose_checkpoint(tmp_path / "on" / "checkpoints" / r["checkpoint"], data=data)
+        assert _diag(post) == pytest.approx(_diag(r), rel=1e-6, abs=1e-9)
+        assert post["tokens_seen"] == r["tokens_seen"]
+    assert diagnose_run_dir(tmp_path / "on", data=data, progress=False) == []  # nothing left to diagnose
+    train(tiny_config(*PROBE, "train.keep_last=10"), tmp_path / "off", data=data, quiet=True)
+    a, b = (Trainer(on, tmp_path / d, data, quiet=True) for d in ("on", "off"))
+    for t, d in ((a, "on"), (b, "off")):
+        t.restore(tmp_path / d / "checkpoints" / "task-000005")
+    assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters()))
+
+
+def test_the_diagnostics_component_also_runs_every_n_steps(tmp_path, home, data):
+    cfg = tiny_config(*PROBE, "train.components=[task_reset, train_metrics, evaluate, diagnostics]",
+                      "components.diagnostics.every_steps=10", "components.diagnostics.grads=false")
+    train(cfg, tmp_path / "run", data=data, quiet=True)
+    rows = read_jsonl(tmp_path / "run" / "diagnostics.jsonl")
+    assert [r["step"] for r in rows if r["checkpoint"].startswith("step-")] == [10, 20, 30]
+    assert [r["task_index"] for r in rows if r["checkpoint"].startswith("task-")] == [3, 6]
+    assert all("diag/grad/norm" not in r and "diag/mlp/dormant" in r for r in rows)
