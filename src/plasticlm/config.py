@@ -26,6 +26,9 @@ import tomli_w
 from plasticlm.errors import ConfigError
 from plasticlm.validate import config_problems
 
+BASELINE_METHOD = "baseline"
+"""The method of a run without mitigation on a study's method axis (``sweep.methods``)."""
+
 PAPER_LANGUAGES = ["en", "zh", "fr", "ja", "es", "de", "pt", "ru"]
 """Training order of arXiv:2606.24752: consecutive languages are dissimilar."""
 

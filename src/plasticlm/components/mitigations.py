@@ -46,6 +46,7 @@ import torch
 
 from plasticlm.components.base import Batch, Component, LoopView
 from plasticlm.components.registry import register
+from plasticlm.config import BASELINE_METHOD as BASELINE
 from plasticlm.config import Config
 from plasticlm.config import _default as default_value
 from plasticlm.errors import ConfigError, PlasticError
@@ -56,9 +57,6 @@ from plasticlm.validate import add_config_check
 
 if TYPE_CHECKING:  # pragma: no cover
     from plasticlm.data.stream import Task
-
-BASELINE = "baseline"
-"""The method name of a run without mitigation on a study's method axis (``sweep.methods``)."""
 
 COUNTERS = {"cbp": "replaced_total", "redo": "resets", "selective_reinit": "reinit_total"}
 """The running count each resetting method keeps, written per task to mitigations.jsonl."""
