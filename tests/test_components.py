@@ -58,13 +58,18 @@ def test_a_component_named_in_a_config_file_sees_every_hook_in_order(tmp_path):
     assert len({tuple(r["draws"]) for r in rows}) == 6  # a fresh draw per task
 
 
-def test_component_state_logs_and_random_stream_are_restored_on_resume(tmp_path):
-    data = fake_data()
-    cfg = tiny_config(path=TOY)
+def _whole_and_killed(tmp_path, data, cfg) -> None:
+    """Run "a" uninterrupted and run "b" killed inside task 2 (its latest checkpoint: task 1)."""
     train(cfg, tmp_path / "a", data=data, quiet=True)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "b", data=data, components=[Crash()], quiet=True)
     assert latest_checkpoint(tmp_path / "b").name == "task-000001"
+
+
+def test_component_state_logs_and_random_stream_are_restored_on_resume(tmp_path):
+    data = fake_data()
+    cfg = tiny_config(path=TOY)
+    _whole_and_killed(tmp_path, data, cfg)
     # the kill left toy.jsonl with a row the checkpoint does not know (task 2 had started, no row yet),
     # and rows for tasks 0-1; add a stray row to show the resume rolls the log back to the checkpoint
     (tmp_path / "b" / "toy.jsonl").open("a").write('{"stray": true}\n')
@@ -85,10 +90,7 @@ def test_component_state_logs_and_random_stream_are_restored_on_resume(tmp_path)
 def test_a_checkpoint_with_the_states_in_meta_json_still_resumes_exactly(tmp_path):
     """Checkpoints written before components.pt kept the components' states in meta.json."""
     data = fake_data()
-    cfg = tiny_config(path=TOY)
-    train(cfg, tmp_path / "a", data=data, quiet=True)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "b", data=data, components=[Crash()], quiet=True)
+    _whole_and_killed(tmp_path, data, tiny_config(path=TOY))
     ckpt = latest_checkpoint(tmp_path / "b")
     meta = read_json(ckpt / "meta.json")
     old = {k: v for k, v in meta.items() if k not in ("files", "meta_sha256")}
