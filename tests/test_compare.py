@@ -110,3 +110,8 @@ def test_compare_prints_the_table_with_cis_and_p_values_and_trains_nothing_the_s
     assert all(r.onset_ci95_low is not None for r in table if r.onset_task_index is not None)
     assert [lang for lang, _ in cbp.final_bpb] == ["aa", "bb", "cc"] and all(v > 0 for _, v in cbp.final_bpb)
     assert doc["matched_compute"]["3K"]["matched"]
+    # the report's comparison section: the curves per method and the table of compare.csv
+    assert main(["report", str(tmp_path / "study")]) == 0
+    page = (tmp_path / "study" / "report" / "index.html").read_text()
+    assert "Mitigations compared" in page and "fig-compare-scores.png" in page and "p (area)" in page
+    assert (tmp_path / "study" / "report" / "fig-compare-scores.png").stat().st_size > 0
