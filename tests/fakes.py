@@ -27,9 +27,9 @@ def fake_data(langs=("aa", "bb", "cc", "vi"), vocab=64, n_train=20_000, n_val=2_
                            eot_id=vocab - 1, tokenizer_path="fake")
 
 
-LOOP_ONLY = "train.components=[task_reset, train_metrics, evaluate, progress, tensorboard, wandb]"
+LOOP_ONLY = "train.components=[task_reset, mitigations, train_metrics, evaluate, progress, tensorboard, wandb]"
 """The loop without probes: what most loop tests need (probes cost seconds each)."""
-WITH_PROBES = "train.components=[task_reset, train_metrics, evaluate, probe, progress, tensorboard, wandb]"
+WITH_PROBES = "train.components=[task_reset, mitigations, train_metrics, evaluate, probe, progress, tensorboard, wandb]"
 """The default component list (with probes), for tests that probe."""
 
 

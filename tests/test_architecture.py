@@ -112,7 +112,7 @@ LAYERS = {
     3: ["data"],
     4: ["onset", "analysis", "scaling", "diagnostics", "diagnostics_analysis", "forgetting"],
     5: ["rundir", "components", "probe", "train", "mitigations", "diagnose", "hf", "probe_hf", "bench"],
-    6: ["runspec", "records", "plan", "cpu_plan", "sweep"],
+    6: ["runspec", "records", "plan", "cpu_plan", "sweep", "compare"],
     7: ["report", "study", "cli", "__main__"],
 }
 """docs/architecture.md, "Layers": a module imports from its own layer or earlier ones."""

@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
-from plasticlm.checkpoint import latest_checkpoint, weights_hash
+from plasticlm.checkpoint import latest_checkpoint, load_component_states, meta_digest, weights_hash
 from plasticlm.cli import main
 from plasticlm.components import HOOKS, Component, registered
 from plasticlm.config import load_config
 from plasticlm.errors import ConfigError
-from plasticlm.runlog import read_json, read_jsonl
+from plasticlm.runlog import atomic_write_json, read_json, read_jsonl
 from plasticlm.train import Trainer, resume, train
 from tests.fakes import fake_data, tiny_config
 
@@ -58,19 +58,25 @@ def test_a_component_named_in_a_config_file_sees_every_hook_in_order(tmp_path):
     assert len({tuple(r["draws"]) for r in rows}) == 6  # a fresh draw per task
 
 
-def test_component_state_logs_and_random_stream_are_restored_on_resume(tmp_path):
-    data = fake_data()
-    cfg = tiny_config(path=TOY)
+def _whole_and_killed(tmp_path, data, cfg) -> None:
+    """Run "a" uninterrupted and run "b" killed inside task 2 (its latest checkpoint: task 1)."""
     train(cfg, tmp_path / "a", data=data, quiet=True)
     with pytest.raises(KeyboardInterrupt):
         train(cfg, tmp_path / "b", data=data, components=[Crash()], quiet=True)
     assert latest_checkpoint(tmp_path / "b").name == "task-000001"
+
+
+def test_component_state_logs_and_random_stream_are_restored_on_resume(tmp_path):
+    data = fake_data()
+    cfg = tiny_config(path=TOY)
+    _whole_and_killed(tmp_path, data, cfg)
     # the kill left toy.jsonl with a row the checkpoint does not know (task 2 had started, no row yet),
     # and rows for tasks 0-1; add a stray row to show the resume rolls the log back to the checkpoint
     (tmp_path / "b" / "toy.jsonl").open("a").write('{"stray": true}\n')
     meta = read_json(latest_checkpoint(tmp_path / "b") / "meta.json")
-    assert meta["logs"]["toy"] == 2 and meta["components"]["toy"] == {"steps_seen": 10, "batch_sum":
-                                                                     meta["components"]["toy"]["batch_sum"]}
+    states = load_component_states(latest_checkpoint(tmp_path / "b"))  # components.pt (torch.save)
+    assert meta["logs"]["toy"] == 2 and states["toy"] == {"steps_seen": 10, "batch_sum": states["toy"]["batch_sum"]}
+    assert "components" not in meta
     assert meta["component_random"]["toy"] == 2  # two tasks started: two generators drawn
     resume(tmp_path / "b", data=data, quiet=True)
     assert read_jsonl(tmp_path / "b" / "toy.jsonl") == read_jsonl(tmp_path / "a" / "toy.jsonl")
@@ -79,6 +85,24 @@ def test_component_state_logs_and_random_stream_are_restored_on_resume(tmp_path)
         t.restore(latest_checkpoint(tmp_path / d))
     assert weights_hash(a.model) == weights_hash(b.model)
     assert _toy(a.components).state_dict() == _toy(b.components).state_dict()
+
+
+def test_a_checkpoint_with_the_states_in_meta_json_still_resumes_exactly(tmp_path):
+    """Checkpoints written before components.pt kept the components' states in meta.json."""
+    data = fake_data()
+    _whole_and_killed(tmp_path, data, tiny_config(path=TOY))
+    ckpt = latest_checkpoint(tmp_path / "b")
+    meta = read_json(ckpt / "meta.json")
+    old = {k: v for k, v in meta.items() if k not in ("files", "meta_sha256")}
+    old["components"] = load_component_states(ckpt)
+    (ckpt / "components.pt").unlink()
+    files = {k: v for k, v in meta["files"].items() if k != "components.pt"}
+    doc = {**old, "files": files}  # checksums as an old checkpoint recorded them: without components.pt
+    doc["meta_sha256"] = meta_digest(doc)
+    atomic_write_json(ckpt / "meta.json", doc)
+    assert load_component_states(ckpt)["toy"]["steps_seen"] == 10
+    resume(tmp_path / "b", data=data, quiet=True)
+    assert read_jsonl(tmp_path / "b" / "toy.jsonl") == read_jsonl(tmp_path / "a" / "toy.jsonl")
 
 
 def test_a_component_drawing_randomness_does_not_move_the_training_trajectory(tmp_path):
@@ -112,5 +136,6 @@ def test_components_command_lists_the_registry(capsys):
     assert main(["components", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)
     names = [r["name"] for r in rows]
-    assert names[:7] == ["task_reset", "train_metrics", "evaluate", "probe", "progress", "tensorboard", "wandb"]
+    assert names[:8] == ["task_reset", "mitigations", "train_metrics", "evaluate", "probe", "progress", "tensorboard",
+                         "wandb"]
     assert set(names) == set(registered())

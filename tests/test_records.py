@@ -62,7 +62,7 @@ def test_sizes_csv_round_trips_seed_onsets_and_agreement(tmp_path):
     path = tmp_path / "sizes.csv"
     write_sizes(SIZES, path)
     assert read_sizes(path) == SIZES
-    assert path.read_text().splitlines()[1].endswith(",;16;64,False")
+    assert path.read_text().splitlines()[1].endswith(",;16;64,False,")  # then the method: none
 
 
 def test_a_study_written_by_the_sweep_reads_back_and_rewrites_byte_for_byte(study_dir, tmp_path):

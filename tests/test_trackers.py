@@ -5,8 +5,8 @@ import time
 
 import pytest
 
-from plasticlm.checkpoint import latest_checkpoint
-from plasticlm.runlog import read_json, read_jsonl
+from plasticlm.checkpoint import latest_checkpoint, load_component_states
+from plasticlm.runlog import read_jsonl
 from plasticlm.train import train
 from tests.fakes import WITH_PROBES, fake_data, tiny_config
 
@@ -67,7 +67,7 @@ def test_wandb_offline_run_has_the_config_and_every_metric(tmp_path, capfd):
     train(cfg, run_dir, data=fake_data(), quiet=True)
     assert capfd.readouterr().out == ""  # nothing on stdout: `plasticlm train --json` stays one document
     (log,) = (run_dir / "logs" / "wandb").glob("offline-run-*/run-*.wandb")
-    run_id = read_json(latest_checkpoint(run_dir) / "meta.json")["components"]["wandb"]["run_id"]
+    run_id = load_component_states(latest_checkpoint(run_dir))["wandb"]["run_id"]
     assert log.name == f"run-{run_id}.wandb"  # kept as state: a resumed run continues it
     deadline = time.monotonic() + 120
     while True:  # W&B's service process may still be writing the log after finish() returned

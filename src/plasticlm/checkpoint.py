@@ -5,8 +5,13 @@ Layout of one checkpoint (``RUN_DIR/checkpoints/task-000007/``)::
     model.safetensors   weights (the tied lm_head is stored once, as wte)
     optim.pt            optimizer state_dict (torch.save)
     rng.pt              torch CPU (and CUDA) RNG states
-    meta.json           resolved config, step, tokens, task and cycle, stream state, callback states,
-                        log row counts, package and torch versions, git commit
+    components.pt       the loop components' states (torch.save: they may hold tensors, e.g. a
+                        mitigation's utilities, initial weights and generator)
+    meta.json           resolved config, step, tokens, task and cycle, stream state, the components'
+                        random-stream counters, log row counts, package and torch versions, git commit
+
+Checkpoints written before components.pt kept the components' states in meta.json ("components",
+earlier "callbacks"); ``load_component_states`` reads either.
 
 A checkpoint is written into a hidden temporary directory and renamed into place; then the
 ``checkpoints/latest`` pointer (a text file with the checkpoint's name) is replaced atomically. A
@@ -38,8 +43,10 @@ from safetensors.torch import load_model, save_model
 from plasticlm.errors import CheckpointError, CheckpointWarning, PlasticError
 from plasticlm.runlog import as_json, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
-CHECKSUMMED = ("model.safetensors", "optim.pt", "rng.pt")
+CHECKSUMMED = ("model.safetensors", "optim.pt", "rng.pt", "components.pt")
 """The files of a checkpoint whose sha256 meta.json records."""
+LEGACY_FILES = ("model.safetensors", "optim.pt", "rng.pt")
+"""The files of a checkpoint written before meta.json recorded checksums (and before components.pt)."""
 
 
 def checkpoint_name(task_index: int) -> str:
@@ -96,8 +103,9 @@ def _torch_bytes(obj: Any) -> bytes:
 
 
 def save_checkpoint(run_dir: str | Path, name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    meta: dict[str, Any]) -> Path:
-    """Write a complete checkpoint directory atomically and move ``latest`` to it.
+                    meta: dict[str, Any], components: dict[str, Any] | None = None) -> Path:
+    """Write a complete checkpoint directory atomically and move ``latest`` to it; ``components``
+    (the loop components' states: tensors, numbers, strings, lists and dicts) goes to components.pt.
 
     Raises ``CheckpointError`` naming the file when a write fails (e.g. ENOSPC); the temporary
     directory is removed and the previous checkpoint and ``latest`` are left as they were."""
@@ -124,6 +132,8 @@ def save_checkpoint(run_dir: str | Path, name: str, model: torch.nn.Module, opti
             rng["cuda"] = torch.cuda.get_rng_state_all()
         current = "rng.pt"
         atomic_write_bytes(tmp / current, _torch_bytes(rng))
+        current = "components.pt"
+        atomic_write_bytes(tmp / current, _torch_bytes(components or {}))
         current = "meta.json"
         atomic_write_json(tmp / current, with_checksums(meta, tmp))
         if final.exists():  # a resumed run re-reaching a boundary: replace the old copy
@@ -187,7 +197,7 @@ def verify_checkpoint(path: str | Path) -> list[str]:
         problems.append("meta.json: its contents do not match its checksum (edited or corrupted)")
     files = meta.get("files")
     if not isinstance(files, dict):
-        files = {n: None for n in CHECKSUMMED}  # an old checkpoint: no checksums to compare
+        files = {n: None for n in LEGACY_FILES}  # an old checkpoint: no checksums to compare
     for name, rec in files.items():
         p = path / name
         if not p.is_file():
@@ -259,6 +269,16 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
         if "cuda" in rng and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
     return read_json(path / "meta.json")
+
+
+def load_component_states(path: str | Path, meta: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The loop components' states saved with a checkpoint: components.pt (tensors on the CPU), or for
+    a checkpoint written before it, meta.json's "components" (or, older, "callbacks")."""
+    path = Path(path)
+    if (path / "components.pt").is_file():
+        return torch.load(path / "components.pt", weights_only=True, map_location="cpu")
+    meta = meta if meta is not None else read_json(path / "meta.json")
+    return meta.get("components", meta.get("callbacks", {}))
 
 
 def prune_checkpoints(run_dir: str | Path, keep_last: int, pinned: set[str]) -> list[str]:

@@ -26,6 +26,9 @@ import tomli_w
 from plasticlm.errors import ConfigError
 from plasticlm.validate import config_problems
 
+BASELINE_METHOD = "baseline"
+"""The method of a run without mitigation on a study's method axis (``sweep.methods``)."""
+
 PAPER_LANGUAGES = ["en", "zh", "fr", "ja", "es", "de", "pt", "ru"]
 """Training order of arXiv:2606.24752: consecutive languages are dissimilar."""
 
@@ -182,10 +185,11 @@ class TrainConfig:
     )
     wandb_project: str = opt("plasticlm", "W&B project name.")
     components: list[str] = opt(
-        list(("task_reset", "train_metrics", "evaluate", "probe", "progress", "tensorboard", "wandb")),
+        list(("task_reset", "mitigations", "train_metrics", "evaluate", "probe", "progress", "tensorboard", "wandb")),
         "Loop components in firing order: registered names (`plasticlm components`) or package.module:name; "
         "options in [components.<name>]. tensorboard and wandb do nothing unless train.tensorboard / "
-        "train.wandb; probe does nothing when no probe point is scheduled.",
+        "train.wandb; probe does nothing when no probe point is scheduled; mitigations does nothing without "
+        "a [mitigations.<method>] table.",
     )
 
 
@@ -238,6 +242,10 @@ class SweepConfig:
         0, "With sweep.stationary: the stationary runs are probed every N training tokens and only then (paper: "
         "5B); 0 = at the same token counts as their continual twins.",
     )
+    methods: list[str] = opt(
+        [], "A method axis (`plasticlm compare`): 'baseline' (no mitigation) and mitigations, each run with the "
+        "settings of its [mitigations.<method>] table; [] = no axis (every [mitigations.*] table is on in every run).",
+    )
     parallel: int = opt(1, "Runs trained at once (processes).")
     out_dir: str = opt("studies/demo", "Sweep directory: runs/, onsets.csv, fit.json, report/.")
 
@@ -256,7 +264,8 @@ class AnalysisConfig:
 
 @dataclass
 class Config:
-    """A whole study. Sections: model, data, stream, optim, train, eval, probe, sweep, analysis, components."""
+    """A whole study. Sections: model, data, stream, optim, train, eval, probe, sweep, analysis, components,
+    mitigations."""
 
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The GPT."})
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Corpus and tokenizer."})
@@ -271,6 +280,10 @@ class Config:
     components: dict[str, dict[str, Any]] = field(
         default_factory=dict, metadata={"help": "Options of loop components, one [components.<name>] table each "
                                                 "(checked against the component's own options)."})
+    mitigations: dict[str, dict[str, Any]] = field(
+        default_factory=dict, metadata={"help": "Plasticity mitigations, one [mitigations.<method>] table each "
+                                                "(`plasticlm mitigations` lists methods and keys), run in a fixed "
+                                                "order by the `mitigations` loop component."})
 
     def validate(self) -> list[str]:
         """Cross-field checks; returns a list of problems (empty when valid)."""

@@ -98,7 +98,7 @@ def estimate_cpu(cfg: Config, plan: StudyPlan, parallel: int | None = None, step
         probe_s = r.probe_tokens / per_step * rate.step_s
         eval_tokens = r.eval_flops / (r.flops_per_token / 3)
         eval_s = eval_tokens / rate.eval_tokens_per_s
-        runs.append({"preset": r.preset, "seed": r.seed, "stream": r.stream, "train_s": train_s,
+        runs.append({"preset": r.preset, "seed": r.seed, "stream": r.stream, "method": r.method, "train_s": train_s,
                      "probe_s": probe_s, "eval_s": eval_s, "total_s": train_s + probe_s + eval_s})
     workers = [0.0] * parallel
     for r in sorted(runs, key=lambda r: -r["total_s"]):  # largest first, like the sweep's pool

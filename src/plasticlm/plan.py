@@ -94,6 +94,8 @@ class RunPlan:
     eval_flops: float
     total_flops: float
     gpu_hours: float
+    method: str | None = None
+    """The run's method on a method axis (``sweep.methods``); its extra FLOPs are not counted here."""
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,7 @@ def plan_study(cfg: Config, gpu: str = "h100", mfu: float = 0.4, peak_tflops: fl
             flops_per_token=fpt, tokens=tokens, steps=steps, probes=n_probes, scratch_probes=scratch,
             probe_tokens=probe_tokens_each * n, train_flops=train_f, probe_flops=probe_f,
             eval_flops=eval_f, total_flops=total, gpu_hours=total / (mfu * peak_tflops * 1e12) / 3600,
+            method=spec.method,
         ))
     return StudyPlan(runs, gpu, float(peak_tflops), mfu)
 

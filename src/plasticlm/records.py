@@ -56,6 +56,8 @@ class OnsetRecord:
     probe_se_dauc: float | None
     """Probe noise (standard error of the score, dAUC points) from probe replicates."""
     net_degradation_tokens: int | None
+    method: str | None = None
+    """The run's method on a study's method axis (``sweep.methods``); None without one."""
 
     @property
     def seq_ci95(self) -> tuple[Number, Number] | None:
@@ -69,7 +71,7 @@ class OnsetRecord:
 
     @classmethod
     def from_document(cls, name: str, preset: str, stream: str, params: int, seed: int, doc: dict[str, Any] | None,
-                      code: str | None = None) -> OnsetRecord:
+                      code: str | None = None, method: str | None = None) -> OnsetRecord:
         """From ``analysis.onset_from_run``'s document, or without one (``doc`` None) with ``code``
         no_probes or not_finished."""
         doc = doc or {}
@@ -77,7 +79,7 @@ class OnsetRecord:
         noise = doc.get("probe_noise") or {}
         return cls(name, preset, stream, params, seed, doc.get("onset_task_index"), doc.get("onset_tokens"),
                    code or doc["code"], doc.get("censored"), doc.get("lower_bound_task_index"), ci[0], ci[1],
-                   doc.get("ci_fraction_null"), noise.get("se_dauc"), doc.get("net_degradation_tokens"))
+                   doc.get("ci_fraction_null"), noise.get("se_dauc"), doc.get("net_degradation_tokens"), method)
 
 
 @dataclass(frozen=True)
@@ -102,6 +104,8 @@ class SizeRecord:
     """Each seed's own onset (None = none); None when not computed (no usable run, or too few points
     shared by several runs). sizes.csv joins them with ";"."""
     seeds_agree: bool | None
+    method: str | None = None
+    """The runs' method on a study's method axis (``sweep.methods``); None without one."""
 
     @property
     def runs_ci95(self) -> tuple[Number, Number] | None:
@@ -109,7 +113,8 @@ class SizeRecord:
         return None if lo is None or hi is None else (lo, hi)
 
     @classmethod
-    def from_document(cls, preset: str, stream: str, params: int, n_seeds: int, doc: dict[str, Any]) -> SizeRecord:
+    def from_document(cls, preset: str, stream: str, params: int, n_seeds: int, doc: dict[str, Any],
+                      method: str | None = None) -> SizeRecord:
         """From ``analysis.onset_of_seeds``'s document, or a ``{"code": ...}`` one when there is no onset to
         compute. A single run whose size has too few points has no onset of its own either: ``(None,)``."""
         ci = doc.get("ci95_runs") or [None, None]
@@ -118,7 +123,7 @@ class SizeRecord:
             seeds = [None]
         return cls(preset, stream, params, n_seeds, doc.get("onset_task_index"), doc.get("onset_tokens"),
                    doc.get("code"), doc.get("censored"), doc.get("lower_bound_task_index"), ci[0], ci[1],
-                   None if seeds is None else tuple(seeds), doc.get("seeds_agree"))
+                   None if seeds is None else tuple(seeds), doc.get("seeds_agree"), method)
 
 
 @dataclass(frozen=True)
@@ -140,7 +145,7 @@ class FitFailure:
 def fit_points(records: list[OnsetRecord], cfg: Config) -> list[OnsetRecord]:
     """The onsets the scaling law uses: runs of ``runspec.in_scaling_fit`` with an onset, left-censored
     ones unless ``sweep.fit_left_censored`` is false. The one rule of the sweep and the report."""
-    return [r for r in records if in_scaling_fit(r.stream, cfg) and r.onset_task_index is not None
+    return [r for r in records if in_scaling_fit(r.stream, cfg, r.method) and r.onset_task_index is not None
             and (cfg.sweep.fit_left_censored or r.censored != "left")]
 
 
@@ -193,21 +198,28 @@ def _write_csv(path: Path, columns: list[str], rows: list[list[Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+OPTIONAL_COLUMNS = ("method",)
+"""Columns added since the first files were written: a header without them is read with them empty."""
+
+
 def _read_csv(path: Path, columns: list[str]) -> list[tuple[int, dict[str, str]]]:
-    """(line, row) of a CSV that must have exactly ``columns`` as its header."""
+    """(line, row) of a CSV that must have exactly ``columns`` as its header (or the header written
+    before ``OPTIONAL_COLUMNS`` were added, whose cells then read as empty)."""
     try:
         with path.open(newline="", encoding="utf-8") as f:
             rows = list(csv.reader(f))
     except (OSError, csv.Error, UnicodeDecodeError) as e:
         raise PlasticError(f"{path}: cannot read it ({e})") from None
-    if not rows or rows[0] != columns:
+    legacy = [c for c in columns if c not in OPTIONAL_COLUMNS]
+    if not rows or rows[0] not in (columns, legacy):
         raise PlasticError(f"{path}: the header is not {','.join(columns)}: not a file this version of the study "
                            "writes; run `plasticlm sweep CONFIG --no-train` to write it again")
+    header = rows[0]
     out = []
     for line, row in enumerate(rows[1:], start=2):
-        if len(row) != len(columns):
-            raise PlasticError(f"{path} line {line}: {len(row)} cells for {len(columns)} columns")
-        out.append((line, dict(zip(columns, row))))
+        if len(row) != len(header):
+            raise PlasticError(f"{path} line {line}: {len(row)} cells for {len(header)} columns")
+        out.append((line, {c: "" for c in columns} | dict(zip(header, row))))
     return out
 
 
@@ -240,7 +252,7 @@ def read_onsets(path: Path) -> list[OnsetRecord]:
     names: set[str] = set()
     for line, row in _read_csv(path, ONSET_COLUMNS):
         nums = {k: _parse(path, line, k, _number, row[k]) for k in ONSET_COLUMNS
-                if k not in ("name", "preset", "stream", "code", "censored")}
+                if k not in ("name", "preset", "stream", "code", "censored", "method")}
         if row["name"] in names:
             raise PlasticError(f"{path} line {line}: run {row['name']!r} appears twice")
         names.add(row["name"])
@@ -250,7 +262,7 @@ def read_onsets(path: Path) -> list[OnsetRecord]:
         _check_code(path, line, row["code"], censored)
         fields = {k: nums[k] for k in nums if k not in ("params", "onset")}
         out.append(OnsetRecord(name=row["name"], preset=row["preset"], stream=row["stream"], code=row["code"],
-                               censored=censored, **fields))
+                               censored=censored, method=row["method"] or None, **fields))
     return out
 
 
@@ -265,7 +277,7 @@ def write_sizes(records: list[SizeRecord], path: Path) -> None:
 
 def read_sizes(path: Path) -> list[SizeRecord]:
     out = []
-    texts = ("preset", "stream", "code", "censored", "seed_onsets", "seeds_agree")
+    texts = ("preset", "stream", "code", "censored", "seed_onsets", "seeds_agree", "method")
     for line, row in _read_csv(path, SIZE_COLUMNS):
         nums = {k: _parse(path, line, k, _number, row[k]) for k in SIZE_COLUMNS if k not in texts}
         code, censored = row["code"] or None, row["censored"] or None
@@ -273,7 +285,8 @@ def read_sizes(path: Path) -> list[SizeRecord]:
         out.append(SizeRecord(
             preset=row["preset"], stream=row["stream"], code=code, censored=censored,
             seed_onsets=_parse(path, line, "seed_onsets", _seeds, row["seed_onsets"], nums["n_seeds"]),
-            seeds_agree=_parse(path, line, "seeds_agree", _bool, row["seeds_agree"]), **nums))
+            seeds_agree=_parse(path, line, "seeds_agree", _bool, row["seeds_agree"]), method=row["method"] or None,
+            **nums))
     return out
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from plasticlm.config import Config, from_dict, to_dict
+from plasticlm.config import BASELINE_METHOD, Config, from_dict, to_dict
 
 
 @dataclass(frozen=True)
@@ -28,7 +28,7 @@ class RunTags:
     seed: int
     stream: str
     method: str | None = None
-    """A mitigation (``plasticlm mitigations``); None = the plain recipe."""
+    """The run's method on a method axis (``sweep.methods``: "baseline" or a mitigation); None without one."""
 
 
 @dataclass(frozen=True)
@@ -68,6 +68,9 @@ def run_name(tags: RunTags) -> str:
 
 
 def _set(d: dict[str, Any], dotted: str, value: Any) -> None:
+    if "." not in dotted:  # a whole table (mitigations)
+        d[dotted] = value
+        return
     section, key = dotted.split(".")
     d[section][key] = value
 
@@ -85,22 +88,26 @@ def _overrides(cfg: Config, tags: RunTags) -> dict[str, Any]:
         every = cfg.sweep.stationary_probe_every_tokens
         if every > 0:
             out.update({"probe.every_tokens": every, "probe.at_cycle_end": False, "probe.after_languages": []})
+    if tags.method is not None:  # the method's own table, alone (the study's tables are one per method)
+        table = {} if tags.method == BASELINE_METHOD else {tags.method: cfg.mitigations[tags.method]}
+        out.update({"mitigations": table, "sweep.methods": []})
     return out
 
 
 def expand(cfg: Config) -> list[RunSpec]:
     """Every run of the study ``cfg``, in the order they are planned, trained and reported.
 
-    Presets x seeds x (the study's stream [+ a stationary twin]); the twin exists for a continual
-    study with ``sweep.stationary``, on ``sweep.stationary_presets`` ([] = every preset): the
-    paper's control (arXiv:2606.24752, "Stationary control": 5M, 12M and 27M)."""
+    Presets x seeds x methods (``sweep.methods``, when set) x (the study's stream [+ a stationary
+    twin]); the twin exists for a continual study with ``sweep.stationary``, on
+    ``sweep.stationary_presets`` ([] = every preset): the paper's control (arXiv:2606.24752,
+    "Stationary control": 5M, 12M and 27M); with a method axis for the baseline only."""
     sw = cfg.sweep
     twins = set(sw.stationary_presets or sw.presets) if sw.stationary and cfg.stream.kind == "continual" else set()
     specs = []
     for preset in sw.presets:
         for seed in sw.seeds:
-            for stream in [cfg.stream.kind] + (["stationary"] if preset in twins else []):
-                tags = RunTags(preset, seed, stream)
+            for method, stream in _method_streams(cfg, preset in twins):
+                tags = RunTags(preset, seed, stream, method)
                 overrides = _overrides(cfg, tags)
                 d = to_dict(cfg)
                 for key, value in overrides.items():
@@ -109,7 +116,20 @@ def expand(cfg: Config) -> list[RunSpec]:
     return specs
 
 
-def in_scaling_fit(stream: str | None, cfg: Config) -> bool:
-    """Whether a run on ``stream`` belongs to the scaling-law fit of the study ``cfg``: the one rule of
-    the sweep, the report and ``records.fit_points`` (the study's own stream, not its stationary control)."""
-    return stream == cfg.stream.kind
+def _method_streams(cfg: Config, twin: bool) -> list[tuple[str | None, str]]:
+    """(method, stream) of one preset and seed: each method on the study's stream, the twin's stream
+    for the baseline (or the run without a method axis)."""
+    methods: list[str | None] = list(cfg.sweep.methods) or [None]
+    out = []
+    for method in methods:
+        out.append((method, cfg.stream.kind))
+        if twin and method in (None, BASELINE_METHOD):
+            out.append((method, "stationary"))
+    return out
+
+
+def in_scaling_fit(stream: str | None, cfg: Config, method: str | None = None) -> bool:
+    """Whether a run on ``stream`` with ``method`` belongs to the scaling-law fit of the study ``cfg``:
+    the one rule of the sweep, the report and ``records.fit_points`` (the study's own stream without a
+    mitigation, not its stationary control)."""
+    return stream == cfg.stream.kind and method in (None, BASELINE_METHOD)

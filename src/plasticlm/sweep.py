@@ -6,18 +6,18 @@ Study directory (stable; `plasticlm report` reads it)::
       config.toml      the resolved study config
       study.json       the runs (name, preset, seed, stream, method, run_dir, non_embedding_params, status,
                        wall_time_s) and the stages with their status and seconds
-      runs/<name>/     one run directory each, named <preset>-s<seed>-<stream> (layout in train.py)
+      runs/<name>/     one run directory each, named <preset>-s<seed>-<stream>[-<method>] (layout in train.py)
       onsets.csv       one ``records.OnsetRecord`` per run: name, preset, stream, non_embedding_params, seed,
                        onset_task_index, onset_tokens, code (onset.REASON_CODES: onset, left_censored,
                        still_improving, too_few_points, no_probes, not_finished), censored (left/right/
                        empty), lower_bound_task_index (right-censored runs), seq_ci95_low, seq_ci95_high,
                        seq_ci_fraction_null (bootstrap over validation sequences: evaluation noise only),
-                       probe_se_dauc (probe noise from replicates), net_degradation_tokens, plus params
-                       and onset (aliases read by `plasticlm fit`)
-      sizes.csv        one ``records.SizeRecord`` per (preset, stream): n_seeds, the onset of the seed-averaged
+                       probe_se_dauc (probe noise from replicates), net_degradation_tokens, method (empty
+                       without a method axis), plus params and onset (aliases read by `plasticlm fit`)
+      sizes.csv        one ``records.SizeRecord`` per (preset, stream, method): n_seeds, the onset of the seed-averaged
                        dAUC curve (onset_task_index, onset_tokens, code, censored, lower_bound_task_index), its
                        95% CI from a bootstrap over runs (runs_ci95_low, runs_ci95_high), the seeds' own onsets
-                       (seed_onsets, ";"-separated, empty = none) and seeds_agree
+                       (seed_onsets, ";"-separated, empty = none), seeds_agree and method
       fit.json         the scaling-law fit (``scaling.ScalingFit``, as `plasticlm fit --json`) of the onsets
                        ``records.fit_points`` selects, extrapolated to ``analysis.extrapolate_to``
                        (``records.FitFailure``, {"error": ..., "n": ...}, if impossible)
@@ -160,18 +160,18 @@ def onset_records(specs: list[RunSpec], study_dir: Path, vocab_size: int, window
                 doc = onset_from_run(run_dir, window=window, n_boot=s.cfg.probe.bootstrap, seed=s.seed)
             except PlasticError:
                 code = "no_probes"
-        out.append(OnsetRecord.from_document(s.name, s.preset, s.stream, params, s.seed, doc, code))
+        out.append(OnsetRecord.from_document(s.name, s.preset, s.stream, params, s.seed, doc, code, s.method))
     return out
 
 
 def size_records(records: list[OnsetRecord], study_dir: Path, window: int, n_boot: int = 1000) -> list[SizeRecord]:
-    """One record per (preset, stream): the onset of the seed-averaged curve of its finished, probed runs,
-    with a bootstrap CI over runs (``analysis.onset_of_seeds``); the code says why there is none."""
-    groups: dict[tuple[str, str], list[OnsetRecord]] = {}
+    """One record per (preset, stream, method): the onset of the seed-averaged curve of its finished, probed
+    runs, with a bootstrap CI over runs (``analysis.onset_of_seeds``); the code says why there is none."""
+    groups: dict[tuple[str, str, str | None], list[OnsetRecord]] = {}
     for r in records:
-        groups.setdefault((r.preset, r.stream), []).append(r)
+        groups.setdefault((r.preset, r.stream, r.method), []).append(r)
     out = []
-    for (preset, stream), rs in groups.items():
+    for (preset, stream, method), rs in groups.items():
         usable = [r for r in rs if r.code not in ("not_finished", "no_probes")]
         doc: dict[str, Any] = {"code": rs[0].code if not usable else None}
         if usable:
@@ -179,7 +179,7 @@ def size_records(records: list[OnsetRecord], study_dir: Path, window: int, n_boo
                 doc = onset_of_seeds([study_dir / "runs" / r.name for r in usable], window=window, n_boot=n_boot)
             except PlasticError:
                 doc = {"code": "too_few_points"}
-        out.append(SizeRecord.from_document(preset, stream, rs[0].non_embedding_params, len(usable), doc))
+        out.append(SizeRecord.from_document(preset, stream, rs[0].non_embedding_params, len(usable), doc, method))
     return out
 
 

@@ -1,8 +1,8 @@
 """The training loop: one model on the continual (or stationary, or permuted) language stream.
 
 The loop reads top to bottom (``Trainer.fit``, ``Trainer.train_step``). Everything else a run does
-(task-boundary resets, metrics, evaluation, probes, progress, trackers; diagnostics and mitigations
-next) is a component built from ``train.components`` (components/) and fired at fixed hooks.
+(task-boundary resets, mitigations, metrics, evaluation, probes, progress, trackers) is a component
+built from ``train.components`` (components/) and fired at fixed hooks.
 Everything needed to continue is state: model, optimizer, stream position and RNG, torch RNG, loop
 counters (derived from the stream), component states and random streams, and the row counts of the
 run's JSONL logs. A resumed run therefore ends with the same weights, bit for bit on CPU, as an
@@ -25,10 +25,12 @@ from plasticlm.checkpoint import (
     checkpoint_name,
     latest_valid_checkpoint,
     load_checkpoint,
+    load_component_states,
     prune_checkpoints,
     save_checkpoint,
 )
 from plasticlm.components import Component, Components, LoopView, build_components
+from plasticlm.components.mitigations import run_config
 from plasticlm.config import Config, load_config, to_dict
 from plasticlm.data.needs import check_reuse, format_reuse
 from plasticlm.data.prepare import prepare_data
@@ -70,17 +72,19 @@ class Trainer:
             load_gpt2_into(self.model, cfg.model.init_from)
         self.model.train()
         self.non_embedding_params = non_embedding_params(self.gpt_config)
-        self.stream = LanguageStream(cfg.stream, data.train, cfg.model.seq_len, cfg.train.batch_size,
+        # the stream and the LR schedule with the settings a mitigation needs (replay); the probe keeps cfg's
+        stream_cfg = run_config(cfg)
+        self.stream = LanguageStream(stream_cfg.stream, data.train, cfg.model.seq_len, cfg.train.batch_size,
                                      self.gpt_config.vocab_size, rank=dist.rank(), world_size=dist.world_size())
-        self.reuse_factors = check_reuse(cfg, {lang: len(arr) for lang, arr in data.train.items()}, "train")
+        self.reuse_factors = check_reuse(stream_cfg, {lang: len(arr) for lang, arr in data.train.items()}, "train")
         if max(self.reuse_factors.values(), default=0.0) > 1.0 and not quiet and dist.is_main():
             print(f"plasticlm: data reuse (stream.allow_reuse = true), a language's training tokens read x times: "
                   f"{format_reuse(self.reuse_factors)}", file=sys.stderr)
         self.tokens_per_step = cfg.train.batch_size * cfg.model.seq_len
         self.peak_lr = peak_lr(cfg.optim, self.non_embedding_params)
         self.optimizer = build_optimizer(self.model, cfg.optim, self.peak_lr)
-        self.schedule = LRSchedule(cfg.optim, self.peak_lr, self.stream.steps_per_task, self.stream.total_steps,
-                                   restart_each_task=cfg.optim.rewarm_at_task_start)
+        self.schedule = LRSchedule(stream_cfg.optim, self.peak_lr, self.stream.steps_per_task,
+                                   self.stream.total_steps, restart_each_task=stream_cfg.optim.rewarm_at_task_start)
         self.lr = self.schedule(0)
         self.grad_norm = float("nan")
         self.metrics = JsonlLog(self.run_dir / "metrics.jsonl", enabled=self.is_main)
@@ -163,14 +167,14 @@ class Trainer:
                 "non_embedding_params": self.non_embedding_params,
                 "data": data_fingerprint(self.data),
                 "stream": self.stream.state_dict(),
-                "components": self.components.state_dict(),
                 "component_random": self.components.random_state(),
                 "logs": {k: v.rows for k, v in self.logs.items()},
                 "wall_time_s": self.wall_time_s,
                 "config": to_dict(self.cfg),
                 "environment": environment_info(),
             }
-            path = save_checkpoint(self.run_dir, name, self.model, self.optimizer, meta)
+            path = save_checkpoint(self.run_dir, name, self.model, self.optimizer, meta,
+                                   components=self.components.state_dict())
             prune_checkpoints(self.run_dir, self.cfg.train.keep_last, self.components.pinned_checkpoints())
             self.update_run_json(status="running", step=self.step, tokens=self.tokens, wall_time_s=self.wall_time_s)
         dist.barrier()
@@ -189,9 +193,7 @@ class Trainer:
             )
         meta = load_checkpoint(path, self.model, self.optimizer)
         self.stream.load_state_dict(meta["stream"])
-        # "callbacks": checkpoints written before components had their own random streams
-        self.components.load_state_dict(meta.get("components", meta.get("callbacks", {})),
-                                        meta.get("component_random"))
+        self.components.load_state_dict(load_component_states(path, meta), meta.get("component_random"))
         for key, log_ in self.logs.items():
             if truncate_logs:
                 log_.truncate_to(meta["logs"].get(key, 0))

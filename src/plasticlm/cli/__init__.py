@@ -34,6 +34,7 @@ COMMAND_MODULES = (
     "plasticlm.cli.export_cmd",
     "plasticlm.cli.components_cmd",
     "plasticlm.cli.mitigations_cmd",
+    "plasticlm.cli.compare_cmd",
 )
 
 

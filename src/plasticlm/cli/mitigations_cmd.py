@@ -15,8 +15,9 @@ def run(args) -> int:
     if args.json:
         print_json(methods)
         return 0
-    print(f"{len(methods)} methods, in the order their hooks run. Enable one with a [mitigations.NAME] table or "
-          "--set mitigations.NAME.KEY=VALUE; the training loop does not call them yet.")
+    print(f"{len(methods)} methods, in the order their hooks run. Enable one in a run with a [mitigations.NAME] "
+          "table or --set mitigations.NAME.KEY=VALUE (the loop component 'mitigations' runs them); compare them with "
+          "`plasticlm compare CONFIG` (sweep.methods).")
     for m in methods:
         print(f"\n{m['name']}: {m['summary']}")
         print(f"  source: {m['citation']}")

@@ -31,9 +31,11 @@ def _print_cpu(est) -> None:
     print_table([{"preset": r.preset, "ms/step": f"{1e3 * r.step_s:.1f}",
                   "eval tokens/s": f"{r.eval_tokens_per_s:,.0f}"} for r in est.rates.values()],
                 ["preset", "ms/step", "eval tokens/s"])
-    print_table([{"preset": r["preset"], "seed": r["seed"], "stream": r["stream"], "train": _hours(r["train_s"]),
-                  "probes": _hours(r["probe_s"]), "eval": _hours(r["eval_s"]), "total": _hours(r["total_s"])}
-                 for r in est.runs], ["preset", "seed", "stream", "train", "probes", "eval", "total"])
+    method = ["method"] if any(r.get("method") for r in est.runs) else []
+    print_table([{"preset": r["preset"], "seed": r["seed"], "stream": r["stream"], "method": r.get("method"),
+                  "train": _hours(r["train_s"]), "probes": _hours(r["probe_s"]), "eval": _hours(r["eval_s"]),
+                  "total": _hours(r["total_s"])}
+                 for r in est.runs], ["preset", "seed", "stream", *method, "train", "probes", "eval", "total"])
     core = sum(r["total_s"] for r in est.runs)
     print(f"CPU total: {_hours(core)} of compute, about {_hours(est.wall_s)} of wall time with {est.parallel} "
           "at once (an estimate: other load on the machine slows it)")
@@ -55,13 +57,15 @@ def run(args) -> int:
         print_json(doc)
         return 0
     rows = [{
-        "preset": r.preset, "seed": r.seed, "stream": r.stream, "params": si(r.non_embedding_params),
+        "preset": r.preset, "seed": r.seed, "stream": r.stream, "method": r.method,
+        "params": si(r.non_embedding_params),
         "tokens": si(r.tokens), "steps": r.steps, "probes": r.probes + r.scratch_probes,
         "probe_tokens": si(r.probe_tokens), "FLOPs": f"{r.total_flops:.3g}", "gpu_hours": f"{r.gpu_hours:,.1f}",
     } for r in plan.runs]
     print(f"{args.file}: {len(plan.runs)} runs on {plan.gpu} ({plan.peak_tflops:g} TFLOP/s bf16 dense) "
           f"at MFU {plan.mfu:g}")
-    print_table(rows, ["preset", "seed", "stream", "params", "tokens", "steps", "probes", "probe_tokens",
+    method = ["method"] if any(r.method for r in plan.runs) else []
+    print_table(rows, ["preset", "seed", "stream", *method, "params", "tokens", "steps", "probes", "probe_tokens",
                        "FLOPs", "gpu_hours"])
     tot = plan.totals()
     print(f"total: {si(tot['tokens'])} training tokens, {tot['probes'] + tot['scratch_probes']} probes "

@@ -1,6 +1,6 @@
 """What a component is and what it sees of the training loop.
 
-A component (evaluation, probes, progress, trackers; diagnostics and mitigations next) attaches to
+A component (evaluation, probes, mitigations, progress, trackers) attaches to
 the loop in ``train.py`` through hooks that fire at fixed points, in the order of
 ``train.components`` (then components passed in code)::
 
@@ -20,9 +20,10 @@ reads the loop's state (config, model, optimizer, stream, step, tokens, task), w
 (``log``), reports an evaluation (``report_evaluation``), opens a JSONL log of its own
 (``open_log``), and draws randomness from its own stream (``generator``), never from the global
 torch RNG, so a component that draws (Shrink & Perturb, CBP) leaves the training trajectory of the
-other components and of the data order untouched. A component's ``state_dict``, the row counts of
-its logs and the position of its random stream are saved in every checkpoint and restored on
-resume, so resume is exact for components too.
+other components and of the data order untouched. A component's ``state_dict`` (tensors, numbers,
+strings, lists and dicts: it is saved with ``torch.save`` in the checkpoint's components.pt and read
+back with ``weights_only``), the row counts of its logs and the position of its random stream are
+saved in every checkpoint and restored on resume, so resume is exact for components too.
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ weights before it; resets come next; weight clipping comes last so that its boun
 other change. The hooks and their place in a training step: ``plasticlm.mitigations.base``.
 
 Each method has a no-op setting (``ConfigClass.NOOP``) under which training is bit-identical to a
-run without it. The training loop does not call these hooks yet: that waits for the loop's
-component registry (issue 14).
+run without it. The training loop runs them through one loop component, ``mitigations``
+(``plasticlm.components.mitigations``), which maps these hooks onto the loop's.
 """
 
 from __future__ import annotations

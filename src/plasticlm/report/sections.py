@@ -3,8 +3,8 @@
 A section function returns a ``Section``, a ``Skipped`` (the section applies but its inputs are
 missing: the summary says so) or None (it does not apply to this kind of directory). Which runs and
 numbers a section shows comes from ``select``, its sentences and number formats from ``prose``.
-Adding a section (e.g. "Mitigations" from the runs' methods) means writing one function and adding
-it to ``SECTIONS``.
+Adding a section means writing one function and adding it to ``SECTIONS`` (the comparison of
+mitigations is one, in compare_section.py).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from collections.abc import Callable
 import numpy as np
 
 from plasticlm.report import figures as F
+from plasticlm.report.compare_section import comparison
 from plasticlm.report.context import Context, Skipped
 from plasticlm.report.diagnostics_section import diagnostics
 from plasticlm.report.html import Block, Bullets, Note, Paragraph, Section, Table
@@ -332,7 +333,7 @@ def problems(ctx: Context) -> Section | Skipped | None:
 
 
 SECTIONS: list[Callable[[Context], Section | Skipped | None]] = [
-    probe_scores, onsets, scaling, stationary, val_bpb, scratch, diagnostics, runs_table, problems,
+    probe_scores, onsets, comparison, scaling, stationary, val_bpb, scratch, diagnostics, runs_table, problems,
 ]
 """Body sections in page order (the summary comes first and is written last)."""
 

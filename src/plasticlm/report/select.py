@@ -17,10 +17,11 @@ Bound = tuple[float, float]
 
 
 def fit_runs(inp: ReportInput) -> list[RunData]:
-    """The runs whose onsets the scaling law uses: those on the study's own stream (``in_scaling_fit``)."""
+    """The runs whose onsets the scaling law uses: those on the study's own stream without a mitigation
+    (``in_scaling_fit``)."""
     if inp.config is None:
         return list(inp.runs)
-    return [r for r in inp.runs if in_scaling_fit(r.stream, inp.config)]
+    return [r for r in inp.runs if in_scaling_fit(r.stream, inp.config, r.method)]
 
 
 def by_size(runs: Sequence[RunData]) -> list[tuple[str, list[RunData]]]:
