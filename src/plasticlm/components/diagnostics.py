@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 from plasticlm.checkpoint import checkpoint_name
 from plasticlm.components.base import Component, LoopView
 from plasticlm.components.registry import register
+from plasticlm.config import opt
 from plasticlm.diagnose import LOG, DiagnoseOptions, diagnose_model, held_out_windows
 from plasticlm.errors import PlasticError
 from plasticlm.probe import probe_task_indices
@@ -28,24 +29,20 @@ if TYPE_CHECKING:  # pragma: no cover
     from plasticlm.data.stream import Task
 
 
-def _opt(default: Any, help: str) -> Any:
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class DiagnosticsOptions:
     """``[components.diagnostics]``: when to diagnose, and the held-out batches (as `plasticlm diagnose`)."""
 
-    every_steps: int = _opt(0, "Also diagnose every N optimizer steps; 0 = at the probe points only.")
-    sequences: int = _opt(8, "Probe-language validation windows for dormancy, ranks and the gradient batch.")
-    attn_sequences: int = _opt(4, "Training-language validation windows for attention entropy.")
-    attn_language: str = _opt("", "Language of the attention-entropy windows; '' = the first training language.")
-    query_start: int = _opt(-1, "First query position of the entropy window; -1 = seq_len // 8 (arXiv:2606.24752).")
-    chunk: int = _opt(256, "Queries per block of the chunked attention entropy.")
-    batch_size: int = _opt(8, "Windows per forward pass.")
-    rank_tokens: int = _opt(4096, "Most token rows per layer in a rank metric.")
-    grads: bool = _opt(True, "One backward pass on a probe-language batch: GraMa and per-block gradient norms.")
-    hessian: bool = _opt(False, "Top Hessian eigenvalue by power iteration (costly).")
+    every_steps: int = opt(0, "Also diagnose every N optimizer steps; 0 = at the probe points only.")
+    sequences: int = opt(8, "Probe-language validation windows for dormancy, ranks and the gradient batch.")
+    attn_sequences: int = opt(4, "Training-language validation windows for attention entropy.")
+    attn_language: str = opt("", "Language of the attention-entropy windows; '' = the first training language.")
+    query_start: int = opt(-1, "First query position of the entropy window; -1 = seq_len // 8 (arXiv:2606.24752).")
+    chunk: int = opt(256, "Queries per block of the chunked attention entropy.")
+    batch_size: int = opt(8, "Windows per forward pass.")
+    rank_tokens: int = opt(4096, "Most token rows per layer in a rank metric.")
+    grads: bool = opt(True, "One backward pass on a probe-language batch: GraMa and per-block gradient norms.")
+    hessian: bool = opt(False, "Top Hessian eigenvalue by power iteration (costly).")
 
 
 @register("diagnostics", options=DiagnosticsOptions)
