@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from plasticlm.config import Config
 from plasticlm.data.needs import check_reuse, data_needs, served_tokens_per_task, token_targets
 from plasticlm.data.shards import dtype_for
+from plasticlm.data.stream import task_count
 from plasticlm.errors import PlasticError
 from plasticlm.model import build_gpt_config, flops_per_token, non_embedding_params
 from plasticlm.probe import probe_eval_steps, probe_task_indices
@@ -70,7 +71,7 @@ def probe_token_positions(cfg: Config) -> list[int]:
     s = cfg.stream
     n_lang = len(s.languages)
     tokens_per_task = served_tokens_per_task(cfg)
-    return [(k + 1) * tokens_per_task for k in probe_task_indices(cfg, n_lang * s.cycles, n_lang, tokens_per_task)]
+    return [(k + 1) * tokens_per_task for k in probe_task_indices(cfg, task_count(s), n_lang, tokens_per_task)]
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ def plan_study(cfg: Config, gpu: str = "h100", mfu: float = 0.4, peak_tflops: fl
         raise PlasticError(f"peak TFLOP/s = {peak_tflops}: must be > 0")
     s, p, t = cfg.stream, cfg.probe, cfg.train
     seq = cfg.model.seq_len
-    tasks = len(s.languages) * s.cycles
+    tasks = task_count(s)
     per_step = t.batch_size * seq
     tokens = served_tokens_per_task(cfg) * tasks
     steps = tokens // per_step

@@ -40,7 +40,7 @@ from plasticlm.analysis import onset_from_run, onset_of_seeds
 from plasticlm.config import Config, dumps_toml, loads_toml, to_dict
 from plasticlm.data.needs import served_tokens_per_task
 from plasticlm.data.prepare import prepare_data
-from plasticlm.data.stream import steps_per_task
+from plasticlm.data.stream import steps_per_task, task_count
 from plasticlm.errors import NonFiniteLoss, PlasticError
 from plasticlm.model import build_gpt_config, configure_cpu, non_embedding_params
 from plasticlm.probe import pending_checkpoints, probe_run_dir
@@ -134,7 +134,7 @@ def train_runs(specs: list[RunSpec], study_dir: Path, parallel: int = 1, quiet: 
 
 def _total_steps(cfg: Config) -> int:
     b, t = cfg.train.batch_size, cfg.model.seq_len
-    return steps_per_task(cfg.stream.tokens_per_task, b, t) * len(cfg.stream.languages) * cfg.stream.cycles
+    return steps_per_task(cfg.stream.tokens_per_task, b, t) * task_count(cfg.stream)
 
 
 def probe_runs(specs: list[RunSpec], study_dir: Path, workers: int = 1, quiet: bool = False,
