@@ -4,10 +4,13 @@ import json
 
 import pytest
 
+import plasticlm.plan
 from plasticlm.cli import main
 from plasticlm.compare import CompareRecord, check_comparison, read_compare, welch_p, write_compare
 from plasticlm.config import dumps_toml
 from plasticlm.errors import ConfigError
+from plasticlm.model import build_gpt_config
+from plasticlm.plan import plan_study
 from plasticlm.records import OnsetRecord, fit_points, read_onsets, write_onsets
 from plasticlm.runspec import expand, in_scaling_fit
 from tests.fakes import WITH_PROBES, fake_data, patch_everywhere, tiny_config, use_fake_data
@@ -106,6 +109,15 @@ def test_compare_prints_the_table_with_cis_and_p_values_and_trains_nothing_the_s
     assert base.n_seeds == cbp.n_seeds == l2.n_seeds == 2
     assert base.tokens == cbp.tokens == l2.tokens == 1920 and base.probe_tokens == cbp.probe_tokens > 0
     assert base.extra_flops_per_step == 0.0 and cbp.extra_flops_per_step > 0 and l2.extra_flops_per_step > 0
+    # the plan counts each method's extra FLOPs as the runs recorded them (steps x per step), at the
+    # vocabulary the runs had (the fake data's, not data.vocab_size)
+    vocab = fake_data().vocab_size
+    monkeypatch.setattr(plasticlm.plan, "build_gpt_config", lambda model, _: build_gpt_config(model, vocab))
+    plan = {(r.method, r.seed): r for r in plan_study(cfg).runs}
+    for rec in table:
+        run = plan[(rec.method, 0)]
+        assert run.method_flops == pytest.approx(rec.extra_flops_per_step * run.steps, rel=1e-9)
+        assert run.total_flops == pytest.approx(run.train_flops + run.probe_flops + run.eval_flops + run.method_flops)
     assert base.p_auc_dauc is None and 0.0 <= cbp.p_auc_dauc <= 1.0 and 0.0 <= l2.p_auc_dauc <= 1.0
     assert all(r.onset_ci95_low is not None for r in table if r.onset_task_index is not None)
     assert [lang for lang, _ in cbp.final_bpb] == ["aa", "bb", "cc"] and all(v > 0 for _, v in cbp.final_bpb)

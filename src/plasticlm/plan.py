@@ -19,6 +19,8 @@ if > 0, else ``data.vocab_size``), T = ``model.seq_len`` and B = ``train.batch_s
                       steps, and the last step) of probe.sequences x T tokens, per probe replicate;
                       training validation: tasks // eval.every_tasks + 1 evaluations (the + 1 at step 0)
                       of eval.sequences x T tokens on every training language and the probe language
+    method FLOPs    = steps * the sum of the run's mitigations' ``extra_flops_per_step`` (a method axis's
+                      extra work, counted as ``plasticlm compare`` reports it; 0 without mitigations)
     GPU-hours       = total FLOPs / (mfu * peak) / 3600
 
 Peaks are dense (no sparsity) bf16 tensor-core throughputs from the vendors' data sheets, in
@@ -44,6 +46,7 @@ from plasticlm.data.needs import check_reuse, data_needs, served_tokens_per_task
 from plasticlm.data.shards import dtype_for
 from plasticlm.data.stream import task_count
 from plasticlm.errors import PlasticError
+from plasticlm.mitigations import build_all
 from plasticlm.model import build_gpt_config, flops_per_token, non_embedding_params
 from plasticlm.probe import probe_eval_steps, probe_task_indices
 from plasticlm.runspec import RunSpec, expand
@@ -93,10 +96,13 @@ class RunPlan:
     train_flops: float
     probe_flops: float
     eval_flops: float
+    method_flops: float
+    """The extra FLOPs of the run's mitigations over its training steps (each method's
+    ``Mitigation.extra_flops_per_step``, as ``plasticlm compare`` reports them); 0 without one."""
     total_flops: float
     gpu_hours: float
     method: str | None = None
-    """The run's method on a method axis (``sweep.methods``); its extra FLOPs are not counted here."""
+    """The run's method on a method axis (``sweep.methods``)."""
 
 
 @dataclass(frozen=True)
@@ -108,7 +114,7 @@ class StudyPlan:
 
     def totals(self) -> dict:
         keys = ("tokens", "steps", "probes", "scratch_probes", "probe_tokens", "train_flops", "probe_flops",
-                "eval_flops", "total_flops", "gpu_hours")
+                "eval_flops", "method_flops", "total_flops", "gpu_hours")
         out = {k: sum(getattr(r, k) for r in self.runs) for k in keys}
         out["runs"] = len(self.runs)
         out["gpu_days"] = out["gpu_hours"] / 24
@@ -142,6 +148,7 @@ def plan_study(cfg: Config, gpu: str = "h100", mfu: float = 0.4, peak_tflops: fl
     per_step = t.batch_size * seq
     tokens = served_tokens_per_task(cfg) * tasks
     steps = tokens // per_step
+    steps_per_task = served_tokens_per_task(cfg) // per_step
     probe_tokens_each = p.steps * per_step * p.replicates
     probe_eval_tokens = len(probe_eval_steps(p)) * p.sequences * seq * p.replicates
     train_evals = tasks // cfg.eval.every_tasks + 1 if cfg.eval.every_tasks > 0 else 0  # + the step-0 eval
@@ -158,13 +165,16 @@ def plan_study(cfg: Config, gpu: str = "h100", mfu: float = 0.4, peak_tflops: fl
         train_f = float(fpt) * tokens
         probe_f = float(fpt) * probe_tokens_each * n
         eval_f = fpt / 3 * (probe_eval_tokens * n + train_eval_tokens)
-        total = train_f + probe_f + eval_f
+        method_f = steps * sum(m.extra_flops_per_step(gpt, per_step, steps_per_task)
+                               for m in build_all(spec.cfg.mitigations, spec.seed))
+        total = train_f + probe_f + eval_f + method_f
         runs.append(RunPlan(
             name=spec.name, preset=spec.preset, seed=spec.seed, stream=spec.stream,
             non_embedding_params=non_embedding_params(gpt),
             flops_per_token=fpt, tokens=tokens, steps=steps, probes=n_probes, scratch_probes=scratch,
             probe_tokens=probe_tokens_each * n, train_flops=train_f, probe_flops=probe_f,
-            eval_flops=eval_f, total_flops=total, gpu_hours=total / (mfu * peak_tflops * 1e12) / 3600,
+            eval_flops=eval_f, method_flops=float(method_f), total_flops=total,
+            gpu_hours=total / (mfu * peak_tflops * 1e12) / 3600,
             method=spec.method,
         ))
     return StudyPlan(runs, gpu, float(peak_tflops), mfu)

@@ -70,7 +70,8 @@ def run(args) -> int:
     tot = plan.totals()
     print(f"total: {si(tot['tokens'])} training tokens, {tot['probes'] + tot['scratch_probes']} probes "
           f"({si(tot['probe_tokens'])} probe tokens), {tot['total_flops']:.3g} FLOPs "
-          f"(train {tot['train_flops']:.3g}, probes {tot['probe_flops']:.3g}, eval {tot['eval_flops']:.3g}), "
+          f"(train {tot['train_flops']:.3g}, probes {tot['probe_flops']:.3g}, eval {tot['eval_flops']:.3g}"
+          + (f", methods {tot['method_flops']:.3g}" if tot["method_flops"] else "") + "), "
           f"{tot['gpu_hours']:,.0f} GPU-hours = {tot['gpu_days']:,.1f} GPU-days")
     print(f"\ndata to prepare ({cfg.data.source}; '-' = every document, known once built):")
     print_table([{"lang": r["lang"], "train_tokens": si(r["train_tokens"]), "val_tokens": si(r["val_tokens"]),
