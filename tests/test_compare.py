@@ -126,4 +126,5 @@ def test_compare_prints_the_table_with_cis_and_p_values_and_trains_nothing_the_s
     assert main(["report", str(tmp_path / "study")]) == 0
     page = (tmp_path / "study" / "report" / "index.html").read_text()
     assert "Mitigations compared" in page and "fig-compare-scores.png" in page and "p (area)" in page
+    assert page.count("<th>method</th>") == 3  # the comparison, and the per-run onsets and runs tables
     assert (tmp_path / "study" / "report" / "fig-compare-scores.png").stat().st_size > 0

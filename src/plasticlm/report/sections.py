@@ -91,6 +91,7 @@ def onsets(ctx: Context) -> Section | Skipped | None:
     runs = [r for r in ctx.inp.runs if r.onset is not None or r.probes]
     if not runs:
         return Skipped(title, "no run has probes or an onset yet")
+    with_method = any(r.method for r in runs)  # a study with a method axis (plasticlm compare)
     rows = []
     for r in sorted(runs, key=report_order):
         o = r.onset
@@ -98,11 +99,13 @@ def onsets(ctx: Context) -> Section | Skipped | None:
         if o is not None and o.seq_ci95 is not None:
             ci_tok = (r.tokens_at(o.seq_ci95[0]), r.tokens_at(o.seq_ci95[1]))
         note = "" if o is None or o.code in (None, "onset") else r.onset_reason or ""
-        rows.append([r.name, r.preset or "-", r.stream or "-", params(r.params), ti(r.seed), str(len(r.probes)),
+        rows.append([r.name, r.preset or "-", r.stream or "-", *([r.method or "-"] if with_method else []),
+                     params(r.params), ti(r.seed), str(len(r.probes)),
                      ti(o.onset_task_index) if o else "-", interval(o.seq_ci95) if o else "-",
                      tokens(o.onset_tokens) if o else "-", interval(ci_tok, tokens),
                      tokens(o.net_degradation_tokens) if o else "-", note])
-    cols = ["run", "preset", "stream", "non-embedding params", "seed", "probes", "onset (task instances)",
+    cols = ["run", "preset", "stream", *(["method"] if with_method else []), "non-embedding params", "seed",
+            "probes", "onset (task instances)",
             "95% CI over val. sequences", "onset (tokens)", "95% CI (tokens)", "net degradation (tokens)", "note"]
     src = " and ".join(sorted({r.onset_source for r in runs if r.onset_source})) or "no onset computed"
     blocks: list[Block] = [
@@ -304,16 +307,19 @@ def scratch(ctx: Context) -> Section | Skipped | None:
 
 def runs_table(ctx: Context) -> Section | Skipped | None:
     inp = ctx.inp
+    with_method = any(r.method for r in inp.runs)
     rows = []
     for r in inp.runs:
         c = r.config
-        rows.append([r.name, r.rel, r.preset or "-", params(r.params), r.stream or "-", ti(r.seed),
+        rows.append([r.name, r.rel, r.preset or "-", params(r.params), r.stream or "-",
+                     *([r.method or "-"] if with_method else []), ti(r.seed),
                      str(len(c.stream.languages)) if c else "-", tokens(c.stream.tokens_per_task) if c else "-",
                      str(c.stream.cycles) if c else "-", num(r.peak_lr), str(len(r.probes)),
                      (r.status or "-") + ("" if r.exists else " (no run directory yet)"),
                      "-" if r.wall_time_s is None else f"{float(r.wall_time_s):,.1f}"])
     blocks: list[Block] = [Table(
-        ["run", "directory", "preset", "non-embedding params", "stream", "seed", "languages", "tokens per task",
+        ["run", "directory", "preset", "non-embedding params", "stream", *(["method"] if with_method else []),
+         "seed", "languages", "tokens per task",
          "cycles", "peak LR", "probes", "status", "wall time (s)"], rows, caption="Runs and their configuration")]
     stages = (inp.study or {}).get("stages") or {}
     if stages:
