@@ -99,6 +99,8 @@ def _legend_below(fig: Any, axes: list[Any]) -> None:
     if seen:
         longest = max(len(label) for label in seen)
         fits = max(1, int(fig.get_figwidth() * 72 / (longest * 5.2 + 40)))  # about 5.2 pt per character at 8 pt
+        rows = math.ceil(len(seen) / min(fits, len(seen)))
+        fig.set_figheight(fig.get_figheight() + rows * 0.16)  # room for the legend: the panels keep their height
         fig.legend(list(seen.values()), list(seen), loc="outside lower center", ncols=min(fits, len(seen)),
                    fontsize=8, frameon=False)
 
