@@ -145,6 +145,7 @@ def test_fsdp_trains_checkpoints_and_loads_anywhere(single, tmp_path):
     _close(_final_val(one), _final_val(single), rel=1e-4)
 
 
+@pytest.mark.slow  # another topology change (1 -> 2 ranks); 2 -> 1 is in the fast DDP and FSDP tests
 @pytest.mark.skipif(_fsdp_unsupported() is not None, reason=str(_fsdp_unsupported()))
 def test_one_process_checkpoint_resumes_under_fsdp(single, tmp_path):
     """A one-process checkpoint (safetensors + optim.pt) continues on two FSDP ranks."""
@@ -156,6 +157,7 @@ def test_one_process_checkpoint_resumes_under_fsdp(single, tmp_path):
     _close(_final_val(out), _final_val(single), rel=1e-4)
 
 
+@pytest.mark.slow  # a run, then two ranks probing it
 def test_probe_run_dir_splits_checkpoints_over_ranks(tmp_path):
     out = tmp_path / "run"
     cfg = tiny_config(WITH_PROBES, "probe.in_run=false", "probe.steps=2", "probe.eval_every=1", "probe.sequences=4",
