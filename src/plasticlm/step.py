@@ -18,17 +18,19 @@ from contextlib import nullcontext
 import numpy as np
 import torch
 
+from plasticlm import dist
 from plasticlm.errors import NonFiniteLoss, PlasticError
 
 
 def resolve_device(name: str) -> torch.device:
-    """``train.device``: cpu, cuda, cuda:N, or auto (cuda when available)."""
+    """``train.device``: cpu, cuda, cuda:N, or auto (cuda when available); under torchrun ``cuda``
+    means this rank's GPU (``cuda:LOCAL_RANK``)."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return dist.local_device(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise PlasticError(f"train.device = {name!r} but no CUDA device is available: use --set train.device=cpu")
-    return dev
+    return dist.local_device(dev)
 
 
 def autocast_context(device: torch.device, dtype: str):
@@ -40,23 +42,26 @@ def autocast_context(device: torch.device, dtype: str):
 
 def forward_backward(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, micro_batch_size: int,
                      device: torch.device, dtype: str) -> float:
-    """Accumulate the gradient of the mean loss over (x, y) in micro-batches; return the loss."""
+    """Accumulate the gradient of the mean loss over (x, y) in micro-batches; return the loss.
+    A DDP or FSDP model syncs gradients on the last micro-batch only (``dist.grad_sync``)."""
     micro = micro_batch_size or len(x)
     total = torch.zeros((), device=device)
     for i in range(0, len(x), micro):
         xb = torch.from_numpy(x[i : i + micro]).to(device, non_blocking=True)
         yb = torch.from_numpy(y[i : i + micro]).to(device, non_blocking=True)
-        with autocast_context(device, dtype):
-            loss = model(xb, yb) * (len(xb) / len(x))
-        loss.backward()
+        with dist.grad_sync(model, enabled=i + micro >= len(x)):
+            with autocast_context(device, dtype):
+                loss = model(xb, yb) * (len(xb) / len(x))
+            loss.backward()
         total += loss.detach()
     return float(total)
 
 
 def clip_gradients(model: torch.nn.Module, grad_clip: float) -> float:
-    """Clip the global gradient norm to ``grad_clip`` (0 = no clipping); return the pre-clip norm."""
+    """Clip the global gradient norm to ``grad_clip`` (0 = no clipping); return the pre-clip norm
+    (over all shards of an FSDP model)."""
     clip = grad_clip if grad_clip > 0 else float("inf")
-    return float(torch.nn.utils.clip_grad_norm_(model.parameters(), clip))
+    return float(dist.full_value(torch.nn.utils.clip_grad_norm_(model.parameters(), clip)))
 
 
 def check_finite(loss: float, grad_norm: float, step: int, optimizer: torch.optim.Optimizer) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from plasticlm import dist
 from plasticlm.bench import bench_presets
 from plasticlm.cli._common import add_json, add_set, print_json, print_table
 from plasticlm.config import load_config
@@ -30,7 +31,13 @@ def _report(summary: dict, as_json: bool) -> None:
 
 
 def _run(fn, args) -> int:
-    _report(fn(), args.json)
+    """Run, then report on rank 0 alone (under torchrun every rank runs this command)."""
+    try:
+        summary = fn()
+        if dist.is_main():
+            _report(summary, args.json)
+    finally:
+        dist.teardown()
     return 0
 
 
@@ -42,7 +49,7 @@ def run_train(args) -> int:
 
 def run_resume(args) -> int:
     require_run_dir(args.run_dir)
-    return _run(lambda: resume(args.run_dir, quiet=args.quiet or args.json), args)
+    return _run(lambda: resume(args.run_dir, quiet=args.quiet or args.json, overrides=args.overrides), args)
 
 
 def run_bench(args) -> int:
@@ -72,6 +79,8 @@ def register(sub) -> None:
 
     r = sub.add_parser("resume", help="continue an interrupted run exactly from its latest checkpoint")
     r.add_argument("run_dir", help="a run directory written by `plasticlm train`")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="dist.KEY=VALUE",
+                   help="change how the run is executed, e.g. --set dist.strategy=fsdp under torchrun (dist.* only)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     add_json(r)
     r.set_defaults(func=run_resume)
