@@ -42,7 +42,14 @@ from plasticlm.optim import LRSchedule, build_optimizer, peak_lr, set_lr
 from plasticlm.rundir import check_new_run_dir, data_fingerprint, file_logging, init_run_dir, update_run_json
 from plasticlm.runlock import run_lock
 from plasticlm.runlog import JsonlLog, environment_info, read_json, read_jsonl
-from plasticlm.step import check_finite, clip_gradients, forward_backward, optimizer_step, resolve_device
+from plasticlm.step import (
+    check_finite,
+    clip_gradients,
+    compile_for_training,
+    forward_backward,
+    optimizer_step,
+    resolve_device,
+)
 
 log = logging.getLogger("plasticlm.train")
 
@@ -71,6 +78,7 @@ class Trainer:
         if cfg.model.init_from:  # a transformers GPT-2 checkpoint instead of a fresh init (consumes no RNG)
             load_gpt2_into(self.model, cfg.model.init_from)
         self.model.train()
+        self.step_model = compile_for_training(self.model, self.device, cfg.train.compile)  # the step calls this
         self.non_embedding_params = non_embedding_params(self.gpt_config)
         # the stream and the LR schedule with the settings a mitigation needs (replay); the probe keeps cfg's
         stream_cfg = run_config(cfg)
@@ -129,7 +137,8 @@ class Trainer:
         set_lr(self.optimizer, self.lr)
         x, y = self.stream.next_batch()
         self.components.fire("on_step_start", (x, y))
-        loss = forward_backward(self.model, x, y, self.cfg.train.micro_batch_size, self.device, self.cfg.train.dtype)
+        loss = forward_backward(self.step_model, x, y, self.cfg.train.micro_batch_size, self.device,
+                                self.cfg.train.dtype)
         self.components.fire("on_after_backward")
         self.grad_norm = clip_gradients(self.model, self.cfg.optim.grad_clip)
         check_finite(loss, self.grad_norm, self.stream.step, self.optimizer)
