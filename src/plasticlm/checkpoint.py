@@ -308,7 +308,14 @@ def load_component_states(path: str | Path, meta: dict[str, Any] | None = None) 
 
 
 def prune_checkpoints(run_dir: str | Path, keep_last: int, pinned: set[str]) -> list[str]:
-    """Delete all but the last ``keep_last`` checkpoints and the ``pinned`` ones; return deleted names."""
+    """Delete all but the last ``keep_last`` checkpoints and the ``pinned`` ones; return deleted names.
+
+    Each one is first renamed to ``.old-<name>-<pid>`` (atomic), then deleted: a kill in the middle of
+    the deletion leaves a hidden directory that the next prune or save removes, never a ``task-*``
+    directory without its meta.json, which no later prune would see (tests/test_kill_random.py)."""
+    root = checkpoints_dir(run_dir)
+    for stale in root.glob(".old-*"):  # left by a prune or a save that was killed (one writer per run)
+        shutil.rmtree(stale, ignore_errors=True)
     found = list_checkpoints(run_dir)
     keep = {p.name for p in found[-keep_last:]} if keep_last > 0 else set()
     latest = latest_checkpoint(run_dir)
@@ -317,7 +324,9 @@ def prune_checkpoints(run_dir: str | Path, keep_last: int, pinned: set[str]) -> 
     deleted = []
     for p in found:
         if p.name not in keep and p.name not in pinned:
-            shutil.rmtree(p, ignore_errors=True)
+            trash = root / f".old-{p.name}-{os.getpid()}"
+            p.rename(trash)
+            shutil.rmtree(trash, ignore_errors=True)
             deleted.append(p.name)
     return deleted
 

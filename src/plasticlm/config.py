@@ -60,6 +60,11 @@ class ModelConfig:
     vocab_size: int = opt(0, "Vocabulary size; 0 = take it from the tokenizer.")
     init_std: float = opt(0.02, "Std of the N(0, std) init; residual projections get std/sqrt(2*n_layer).")
     gelu: Literal["exact", "tanh"] = opt("exact", "GeLU variant in the MLP.")
+    fused_loss: bool = opt(
+        True, "Training loss on CPU from one softmax pass (model.softmax_cross_entropy, faster than "
+        "F.cross_entropy there, equal to float rounding); false = F.cross_entropy. CUDA always uses "
+        "F.cross_entropy. README 'Step speed'.",
+    )
     init_from: str = opt(
         "", "A transformers GPT-2 directory (e.g. written by `plasticlm export`) whose weights start the run "
         "instead of a fresh init; the model section and tokenizer must match it (see the README, 'Hugging Face').",
@@ -152,6 +157,11 @@ class OptimConfig:
     schedule: Literal["constant", "cosine"] = opt("constant", "After warm-up: constant (paper) or cosine.")
     min_lr_frac: float = opt(0.1, "Cosine floor as a fraction of the peak LR.")
     grad_clip: float = opt(1.0, "Global gradient-norm clip; 0 = off.")
+    impl: Literal["fused", "foreach", "forloop"] = opt(
+        "fused", "AdamW implementation: one fused kernel (CPU and CUDA), torch's multi-tensor path, or the "
+        "per-parameter loop (torch's CPU default, used before this option existed). Same update up to float "
+        "rounding; README 'Step speed'.",
+    )
     reset_at_task_start: bool = opt(
         True, "Reset the optimizer state at each task boundary (paper: yes); on a stationary stream at every "
         "task-worth of tokens, so that it differs from the continual run only in the data order.",
@@ -173,7 +183,14 @@ class TrainConfig:
     micro_batch_size: int = opt(0, "Sequences per forward pass; 0 = batch_size (no accumulation).")
     seed: int = opt(0, "Seed of model init and all training randomness.")
     device: str = opt("cpu", "cpu, cuda, cuda:N or auto.")
-    dtype: Literal["float32", "bfloat16"] = opt("float32", "Autocast dtype for the forward pass.")
+    dtype: Literal["auto", "float32", "bfloat16"] = opt(
+        "auto", "Autocast dtype for the forward pass; weights and optimizer state stay float32. auto = bfloat16 "
+        "on CUDA, float32 on CPU.",
+    )
+    compile: Literal["auto", "on", "off"] = opt(
+        "auto", "torch.compile the model for the training step; auto = on for CUDA, off on CPU (where it did not "
+        "pay: README 'Step speed').",
+    )
     threads: int = opt(0, "torch CPU threads; 0 = leave torch's default.")
     checkpoint_every_tasks: int = opt(1, "Save a checkpoint every N task boundaries.")
     keep_last: int = opt(2, "Keep the last K checkpoints, plus those probes still need.")

@@ -176,7 +176,9 @@ def is_sharded(model: torch.nn.Module) -> bool:
 @contextmanager
 def grad_sync(model: torch.nn.Module, enabled: bool) -> Iterator[None]:
     """Gradient all-reduce on (the last micro-batch of a step) or off (the others): DDP ``no_sync``,
-    FSDP2 ``set_requires_gradient_sync``; nothing for a plain module."""
+    FSDP2 ``set_requires_gradient_sync``; nothing for a plain module. A ``torch.compile`` wrapper is
+    looked through (``_orig_mod``)."""
+    model = getattr(model, "_orig_mod", model)
     if enabled:
         yield
     elif isinstance(model, DistributedDataParallel):

@@ -46,7 +46,14 @@ from plasticlm.optim import LRSchedule, build_optimizer, peak_lr, set_lr
 from plasticlm.rundir import check_new_run_dir, data_fingerprint, file_logging, init_run_dir, update_run_json
 from plasticlm.runlock import main_lock
 from plasticlm.runlog import JsonlLog, environment_info, read_json, read_jsonl
-from plasticlm.step import check_finite, clip_gradients, forward_backward, optimizer_step, resolve_device
+from plasticlm.step import (
+    check_finite,
+    clip_gradients,
+    compile_for_training,
+    forward_backward,
+    optimizer_step,
+    resolve_device,
+)
 
 log = logging.getLogger("plasticlm.train")
 
@@ -73,8 +80,10 @@ class Trainer:
         if cfg.model.init_from:  # a transformers GPT-2 checkpoint instead of a fresh init (consumes no RNG)
             load_gpt2_into(self.model, cfg.model.init_from)
         self.model.train()  # the raw model: checkpoints, components, probes
-        self.wrapped = dist.parallelize(self.model, cfg.dist, self.device)  # what training steps call
+        self.wrapped = dist.parallelize(self.model, cfg.dist, self.device)  # DDP or FSDP2, or the model itself
         self.strategy = dist.active_strategy(cfg.dist)
+        # what training steps call: the wrapped model, compiled when train.compile resolves to on
+        self.step_model = compile_for_training(self.wrapped, self.device, cfg.train.compile)
         self.non_embedding_params = non_embedding_params(self.gpt_config)
         # the stream and the LR schedule with the settings a mitigation needs (replay); the probe keeps cfg's
         stream_cfg = run_config(cfg)
@@ -133,7 +142,7 @@ class Trainer:
         set_lr(self.optimizer, self.lr)
         x, y = self.stream.next_batch()
         self.components.fire("on_step_start", (x, y))
-        loss = forward_backward(self.wrapped, x, y, self.cfg.train.micro_batch_size, self.device,
+        loss = forward_backward(self.step_model, x, y, self.cfg.train.micro_batch_size, self.device,
                                 self.cfg.train.dtype)  # this rank's rows of the global batch
         loss = dist.mean_across_ranks(loss)  # non-finite on every rank if on any: all stop at this step
         self.components.fire("on_after_backward")
