@@ -108,11 +108,11 @@ def test_the_checker_finds_a_cycle():
 
 LAYERS = {
     1: ["errors", "config", "validate", "presets", "runlog", "files", "units", "progress", "dist", "runlock"],
-    2: ["model", "optim", "step", "evaluate", "checkpoint"],
+    2: ["model", "optim", "step", "evaluate", "dist_checkpoint", "checkpoint"],
     3: ["data"],
     4: ["onset", "analysis", "scaling", "diagnostics", "diagnostics_analysis", "forgetting"],
     5: ["rundir", "components", "probe", "train", "mitigations", "diagnose", "hf", "probe_hf", "bench"],
-    6: ["runspec", "records", "plan", "cpu_plan", "sweep", "compare"],
+    6: ["runspec", "records", "plan", "cpu_plan", "launch", "sweep", "compare"],
     7: ["report", "study", "cli", "__main__"],
 }
 """docs/architecture.md, "Layers": a module imports from its own layer or earlier ones."""

@@ -20,6 +20,7 @@ from plasticlm.checkpoint import (
     latest_valid_checkpoint,
     list_checkpoints,
     load_checkpoint,
+    prune_checkpoints,
     verify_checkpoint,
     weights_hash,
 )
@@ -414,3 +415,27 @@ def test_lock_holder_info(tmp_path):
         with pytest.raises(RunLocked), run_lock(tmp_path, "resume"):  # refused in the same process as well
             pass
     assert (tmp_path / ".lock").read_text() == ""
+
+
+def test_a_prune_killed_mid_delete_leaves_no_headless_checkpoint(tmp_path, monkeypatch):
+    """A kill while a checkpoint is being deleted (here: after its meta.json went) must not leave a
+    task-* directory without meta.json: no later prune would see it (found by test_kill_random)."""
+    root = tmp_path / "checkpoints"
+    for i in range(4):
+        (root / f"task-{i:06d}").mkdir(parents=True)
+        (root / f"task-{i:06d}" / "meta.json").write_text("{}")
+        (root / f"task-{i:06d}" / "model.safetensors").write_bytes(b"x")
+    (root / "latest").write_text("task-000003")
+    real_rmtree = ckpt_mod.shutil.rmtree
+
+    def killed(path, ignore_errors=False):
+        (Path(path) / "meta.json").unlink()
+        raise KeyboardInterrupt  # the process dies here
+
+    monkeypatch.setattr(ckpt_mod.shutil, "rmtree", killed)
+    with pytest.raises(KeyboardInterrupt):
+        prune_checkpoints(tmp_path, keep_last=2, pinned=set())
+    assert all((p / "meta.json").exists() for p in root.glob("task-*"))  # the victim is set aside, hidden
+    monkeypatch.setattr(ckpt_mod.shutil, "rmtree", real_rmtree)
+    assert prune_checkpoints(tmp_path, keep_last=2, pinned=set()) == ["task-000001"]
+    assert sorted(os.listdir(root)) == ["latest", "task-000002", "task-000003"]

@@ -196,13 +196,18 @@ def test_permuted_evaluation_uses_the_permutation_of_the_task_just_trained(tmp_p
     assert seen == [0, 2]
 
 
-def test_torchrun_is_refused_until_parallelism_lands(tmp_path, monkeypatch):
+def test_world_size_without_torchrun_is_a_clear_error(tmp_path, monkeypatch):
+    """Several processes are started by torchrun (tests/test_dist.py); a stray WORLD_SIZE is named."""
+    for key in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("WORLD_SIZE", "2")
-    with pytest.raises(ValueError, match="not supported yet"):
+    with pytest.raises(ValueError, match="start the processes with torchrun"):
         Trainer(tiny_config(), tmp_path / "r", fake_data(), quiet=True)
 
 
 def test_a_config_that_cannot_run_leaves_no_run_directory(tmp_path, monkeypatch):
+    for key in ("RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(key, raising=False)
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(ValueError):
         train(tiny_config(), tmp_path / "run", data=fake_data(), quiet=True)

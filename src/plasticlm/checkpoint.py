@@ -10,6 +10,10 @@ Layout of one checkpoint (``RUN_DIR/checkpoints/task-000007/``)::
     meta.json           resolved config, step, tokens, task and cycle, stream state, the components'
                         random-stream counters, log row counts, package and torch versions, git commit
 
+An FSDP run writes ``dcp/`` (torch.distributed.checkpoint shards, every rank its own) instead of
+model.safetensors and optim.pt, and rng.pt holds every rank's state (``dist_checkpoint.py``: formats
+and topologies); meta.json's ``dist`` records the strategy, the number of ranks and the format.
+
 Checkpoints written before components.pt kept the components' states in meta.json ("components",
 earlier "callbacks"); ``load_component_states`` reads either.
 
@@ -19,10 +23,10 @@ kill at any moment leaves ``latest`` naming a complete checkpoint. A write that 
 removes the temporary directory and raises ``CheckpointError``: the previous checkpoint, ``latest``
 and the logs are untouched.
 
-Integrity: meta.json records the sha256 and size of every other file (``files``) and the sha256 of
-its own contents (``meta_sha256``, over the canonical JSON without that field). Loading verifies
-them and names the damaged file; ``latest_valid_checkpoint`` (used by resume) skips a damaged
-checkpoint, with a warning, for the previous intact one.
+Integrity: meta.json records the sha256 and size of every other file (``files``, the ``dcp/``
+shards too) and the sha256 of its own contents (``meta_sha256``, over the canonical JSON without
+that field). Loading verifies them and names the damaged file; ``latest_valid_checkpoint`` (used
+by resume) skips a damaged checkpoint, with a warning, for the previous intact one.
 """
 
 from __future__ import annotations
@@ -34,17 +38,21 @@ import json
 import os
 import shutil
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors.torch import load_model, save_model
 
+from plasticlm import dist_checkpoint
+from plasticlm.dist import is_sharded
 from plasticlm.errors import CheckpointError, CheckpointWarning, PlasticError
 from plasticlm.runlog import as_json, atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
 CHECKSUMMED = ("model.safetensors", "optim.pt", "rng.pt", "components.pt")
-"""The files of a checkpoint whose sha256 meta.json records."""
+"""The files of a checkpoint whose sha256 meta.json records (a sharded checkpoint: those present, and
+every file under ``dcp/``)."""
 LEGACY_FILES = ("model.safetensors", "optim.pt", "rng.pt")
 """The files of a checkpoint written before meta.json recorded checksums (and before components.pt)."""
 
@@ -103,9 +111,13 @@ def _torch_bytes(obj: Any) -> bytes:
 
 
 def save_checkpoint(run_dir: str | Path, name: str, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    meta: dict[str, Any], components: dict[str, Any] | None = None) -> Path:
+                    meta: dict[str, Any], components: dict[str, Any] | None = None, *,
+                    write_state: Callable[[Path], None] | None = None, rng: dict[str, Any] | None = None) -> Path:
     """Write a complete checkpoint directory atomically and move ``latest`` to it; ``components``
     (the loop components' states: tensors, numbers, strings, lists and dicts) goes to components.pt.
+    ``write_state(tmp)`` replaces the weights and optimizer files (FSDP's sharded state,
+    ``dist_checkpoint.stage_sharded``); ``rng`` replaces this process's RNG state (every rank's, under
+    torchrun: ``dist_checkpoint.gathered_rng``).
 
     Raises ``CheckpointError`` naming the file when a write fails (e.g. ENOSPC); the temporary
     directory is removed and the previous checkpoint and ``latest`` are left as they were."""
@@ -122,14 +134,19 @@ def save_checkpoint(run_dir: str | Path, name: str, model: torch.nn.Module, opti
     current = "the checkpoint directory"
     try:
         tmp.mkdir()
-        current = "model.safetensors"
-        save_model(model, str(tmp / current))
-        _fsync(tmp / current)
-        current = "optim.pt"
-        atomic_write_bytes(tmp / current, _torch_bytes(optimizer.state_dict()))
-        rng = {"cpu": torch.get_rng_state()}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
+        if write_state is None:
+            current = "model.safetensors"
+            save_model(model, str(tmp / current))
+            _fsync(tmp / current)
+            current = "optim.pt"
+            atomic_write_bytes(tmp / current, _torch_bytes(optimizer.state_dict()))
+        else:
+            current = dist_checkpoint.SHARDED_DIR
+            write_state(tmp)
+        if rng is None:
+            rng = {"cpu": torch.get_rng_state()}
+            if torch.cuda.is_available():
+                rng["cuda"] = torch.cuda.get_rng_state_all()
         current = "rng.pt"
         atomic_write_bytes(tmp / current, _torch_bytes(rng))
         current = "components.pt"
@@ -172,10 +189,14 @@ def meta_digest(meta: dict[str, Any]) -> str:
 
 
 def with_checksums(meta: dict[str, Any], directory: Path) -> dict[str, Any]:
-    """``meta`` plus the size and sha256 of each file in ``CHECKSUMMED`` and its own digest."""
+    """``meta`` plus the size and sha256 of each file in ``CHECKSUMMED`` (those a sharded checkpoint
+    has, and its ``dcp/`` files) and its own digest."""
     out = dict(meta)
+    sharded = dist_checkpoint.checkpoint_format(directory) == "sharded"
+    names = [n for n in CHECKSUMMED if not sharded or (directory / n).is_file()]
+    names += dist_checkpoint.sharded_files(directory)
     out["files"] = {n: {"bytes": (directory / n).stat().st_size, "sha256": file_sha256(directory / n)}
-                    for n in CHECKSUMMED}
+                    for n in names}
     out["meta_sha256"] = meta_digest(out)
     return out
 
@@ -250,6 +271,17 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
     if problems:
         raise CheckpointError(f"checkpoint {path} is damaged: {'; '.join(problems)}. `plasticlm resume` falls back "
                               "to the checkpoint before it; otherwise restore the file from a copy")
+    if dist_checkpoint.checkpoint_format(path) == "sharded" or is_sharded(model):  # FSDP (dist_checkpoint.py)
+        dist_checkpoint.load_model_and_optim(path, model, optimizer)
+    else:
+        _load_full(path, model, optimizer)
+    if restore_rng:
+        dist_checkpoint.restore_rng(torch.load(path / "rng.pt", weights_only=True))
+    return read_json(path / "meta.json")
+
+
+def _load_full(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None) -> None:
+    """model.safetensors and optim.pt into a plain module (one process, DDP's raw model)."""
     try:
         missing, unexpected = load_model(model, str(path / "model.safetensors"), strict=False)
     except RuntimeError as e:  # tensor shapes differ: the config's model changed since the checkpoint
@@ -263,12 +295,6 @@ def load_checkpoint(path: str | Path, model: torch.nn.Module, optimizer: torch.o
         raise PlasticError(f"checkpoint {path} does not match the model: missing {missing}, unexpected {unexpected}")
     if optimizer is not None:
         optimizer.load_state_dict(torch.load(path / "optim.pt", weights_only=True))
-    if restore_rng:
-        rng = torch.load(path / "rng.pt", weights_only=True)
-        torch.set_rng_state(rng["cpu"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
-    return read_json(path / "meta.json")
 
 
 def load_component_states(path: str | Path, meta: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -282,7 +308,14 @@ def load_component_states(path: str | Path, meta: dict[str, Any] | None = None) 
 
 
 def prune_checkpoints(run_dir: str | Path, keep_last: int, pinned: set[str]) -> list[str]:
-    """Delete all but the last ``keep_last`` checkpoints and the ``pinned`` ones; return deleted names."""
+    """Delete all but the last ``keep_last`` checkpoints and the ``pinned`` ones; return deleted names.
+
+    Each one is first renamed to ``.old-<name>-<pid>`` (atomic), then deleted: a kill in the middle of
+    the deletion leaves a hidden directory that the next prune or save removes, never a ``task-*``
+    directory without its meta.json, which no later prune would see (tests/test_kill_random.py)."""
+    root = checkpoints_dir(run_dir)
+    for stale in root.glob(".old-*"):  # left by a prune or a save that was killed (one writer per run)
+        shutil.rmtree(stale, ignore_errors=True)
     found = list_checkpoints(run_dir)
     keep = {p.name for p in found[-keep_last:]} if keep_last > 0 else set()
     latest = latest_checkpoint(run_dir)
@@ -291,7 +324,9 @@ def prune_checkpoints(run_dir: str | Path, keep_last: int, pinned: set[str]) -> 
     deleted = []
     for p in found:
         if p.name not in keep and p.name not in pinned:
-            shutil.rmtree(p, ignore_errors=True)
+            trash = root / f".old-{p.name}-{os.getpid()}"
+            p.rename(trash)
+            shutil.rmtree(trash, ignore_errors=True)
             deleted.append(p.name)
     return deleted
 

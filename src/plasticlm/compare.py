@@ -260,11 +260,13 @@ def check_comparison(cfg: Config) -> None:
 
 
 def run_compare(cfg: Config, study_dir: str | Path | None = None, *, config_path: str | None = None,
-                parallel: int | None = None, quiet: bool = False, data: Any = None) -> dict[str, Any]:
-    """The study's sweep (trains and probes what is missing), then compare.csv; returns the document
-    of `plasticlm compare --json`."""
+                parallel: int | None = None, quiet: bool = False, data: Any = None,
+                launcher: str = "local") -> dict[str, Any]:
+    """The study's sweep (trains and probes what is missing; ``launcher`` as in ``run_sweep``), then
+    compare.csv; returns the document of `plasticlm compare --json`."""
     check_comparison(cfg)
-    summary = run_sweep(cfg, study_dir, config_path=config_path, parallel=parallel, quiet=quiet, data=data)
+    summary = run_sweep(cfg, study_dir, config_path=config_path, parallel=parallel, quiet=quiet, data=data,
+                        launcher=launcher)
     study_dir = Path(summary["study_dir"])
     specs = expand(cfg)
     onsets = [OnsetRecord(**r) for r in summary["onsets"]]

@@ -60,6 +60,11 @@ class ModelConfig:
     vocab_size: int = opt(0, "Vocabulary size; 0 = take it from the tokenizer.")
     init_std: float = opt(0.02, "Std of the N(0, std) init; residual projections get std/sqrt(2*n_layer).")
     gelu: Literal["exact", "tanh"] = opt("exact", "GeLU variant in the MLP.")
+    fused_loss: bool = opt(
+        True, "Training loss on CPU from one softmax pass (model.softmax_cross_entropy, faster than "
+        "F.cross_entropy there, equal to float rounding); false = F.cross_entropy. CUDA always uses "
+        "F.cross_entropy. README 'Step speed'.",
+    )
     init_from: str = opt(
         "", "A transformers GPT-2 directory (e.g. written by `plasticlm export`) whose weights start the run "
         "instead of a fresh init; the model section and tokenizer must match it (see the README, 'Hugging Face').",
@@ -152,6 +157,11 @@ class OptimConfig:
     schedule: Literal["constant", "cosine"] = opt("constant", "After warm-up: constant (paper) or cosine.")
     min_lr_frac: float = opt(0.1, "Cosine floor as a fraction of the peak LR.")
     grad_clip: float = opt(1.0, "Global gradient-norm clip; 0 = off.")
+    impl: Literal["fused", "foreach", "forloop"] = opt(
+        "fused", "AdamW implementation: one fused kernel (CPU and CUDA), torch's multi-tensor path, or the "
+        "per-parameter loop (torch's CPU default, used before this option existed). Same update up to float "
+        "rounding; README 'Step speed'.",
+    )
     reset_at_task_start: bool = opt(
         True, "Reset the optimizer state at each task boundary (paper: yes); on a stationary stream at every "
         "task-worth of tokens, so that it differs from the continual run only in the data order.",
@@ -173,7 +183,14 @@ class TrainConfig:
     micro_batch_size: int = opt(0, "Sequences per forward pass; 0 = batch_size (no accumulation).")
     seed: int = opt(0, "Seed of model init and all training randomness.")
     device: str = opt("cpu", "cpu, cuda, cuda:N or auto.")
-    dtype: Literal["float32", "bfloat16"] = opt("float32", "Autocast dtype for the forward pass.")
+    dtype: Literal["auto", "float32", "bfloat16"] = opt(
+        "auto", "Autocast dtype for the forward pass; weights and optimizer state stay float32. auto = bfloat16 "
+        "on CUDA, float32 on CPU.",
+    )
+    compile: Literal["auto", "on", "off"] = opt(
+        "auto", "torch.compile the model for the training step; auto = on for CUDA, off on CPU (where it did not "
+        "pay: README 'Step speed').",
+    )
     threads: int = opt(0, "torch CPU threads; 0 = leave torch's default.")
     checkpoint_every_tasks: int = opt(1, "Save a checkpoint every N task boundaries.")
     keep_last: int = opt(2, "Keep the last K checkpoints, plus those probes still need.")
@@ -263,9 +280,49 @@ class AnalysisConfig:
 
 
 @dataclass
+class DistConfig:
+    """One run on several processes (torchrun): data parallelism applied from outside the model (dist.py)."""
+
+    strategy: Literal["none", "ddp", "fsdp"] = opt(
+        "none", "none (one process), ddp (replicated weights, averaged gradients) or fsdp (FSDP2: weights, "
+        "gradients and optimizer state sharded per block). Used only under torchrun (WORLD_SIZE > 1)."
+    )
+    backend: Literal["auto", "gloo", "nccl"] = opt("auto", "Process-group backend: auto = nccl on CUDA, gloo on CPU.")
+    param_dtype: Literal["float32", "bfloat16"] = opt(
+        "float32", "FSDP mixed precision: dtype of the gathered parameters in forward/backward (master weights "
+        "stay float32)."
+    )
+    reduce_dtype: Literal["float32", "bfloat16"] = opt("float32", "FSDP mixed precision: dtype of the gradient "
+                                                                  "reduce-scatter.")
+
+
+@dataclass
+class SlurmConfig:
+    """Resources of a study's jobs under `--launcher slurm` (submitit job arrays; one array per preset)."""
+
+    partition: str = opt("", "SLURM partition; '' = the cluster's default.")
+    account: str = opt("", "SLURM account; '' = none.")
+    qos: str = opt("", "SLURM quality of service; '' = none.")
+    gpu: str = opt("h100", "GPU model, for the time limits from `plasticlm plan` (its peak table).")
+    mfu: float = opt(0.4, "Model FLOPs utilisation assumed for the time limits.")
+    gpus_per_run: int = opt(1, "GPUs per training run (torch.distributed ranks on one node; > 1 needs "
+                               "dist.strategy = ddp or fsdp). 0 on CPU-only clusters.")
+    cpus_per_gpu: int = opt(8, "CPU cores per GPU (per run when gpus_per_run = 0).")
+    mem_gb_per_gpu: int = opt(64, "Host memory per GPU in GB (per run when gpus_per_run = 0).")
+    time_factor: float = opt(2.0, "Time limit = this x the plan's estimate of the job (+ 10 minutes of start-up).")
+    max_minutes: int = opt(2880, "Longest time limit asked for; a longer run is requeued at its limit and "
+                                 "resumes from its last checkpoint.")
+    max_retries: int = opt(2, "Resubmissions of runs and probes whose jobs failed (preempted and timed-out "
+                              "jobs requeue themselves and do not count).")
+    array_parallelism: int = opt(64, "Array tasks of one array running at once.")
+    extra: dict[str, str] = opt({}, "Further sbatch options, e.g. {constraint = 'h100'}.")
+    folder: str = opt("", "Job scripts and logs; '' = STUDY_DIR/slurm.")
+
+
+@dataclass
 class Config:
-    """A whole study. Sections: model, data, stream, optim, train, eval, probe, sweep, analysis, components,
-    mitigations."""
+    """A whole study. Sections: model, data, stream, optim, train, eval, probe, sweep, analysis, dist, slurm,
+    components, mitigations."""
 
     model: ModelConfig = field(default_factory=ModelConfig, metadata={"help": "The GPT."})
     data: DataConfig = field(default_factory=DataConfig, metadata={"help": "Corpus and tokenizer."})
@@ -277,6 +334,8 @@ class Config:
     sweep: SweepConfig = field(default_factory=SweepConfig, metadata={"help": "Sizes and seeds."})
     analysis: AnalysisConfig = field(default_factory=AnalysisConfig,
                                      metadata={"help": "Onset window and fit extrapolations."})
+    dist: DistConfig = field(default_factory=DistConfig, metadata={"help": "Several processes per run (torchrun)."})
+    slurm: SlurmConfig = field(default_factory=SlurmConfig, metadata={"help": "Cluster jobs (--launcher slurm)."})
     components: dict[str, dict[str, Any]] = field(
         default_factory=dict, metadata={"help": "Options of loop components, one [components.<name>] table each "
                                                 "(checked against the component's own options)."})
@@ -369,6 +428,16 @@ class Config:
         if any(not 0 < x < float("inf") for x in self.analysis.extrapolate_to):
             p.append(f"analysis.extrapolate_to = {self.analysis.extrapolate_to}: every size must be a positive "
                      "number of parameters (or [] for none)")
+        sl = self.slurm
+        if sl.gpus_per_run < 0 or sl.cpus_per_gpu <= 0 or sl.mem_gb_per_gpu <= 0 or sl.max_minutes <= 0:
+            p.append("slurm.gpus_per_run must be >= 0 and slurm.cpus_per_gpu, slurm.mem_gb_per_gpu, "
+                     "slurm.max_minutes > 0")
+        if sl.time_factor <= 0 or not 0 < sl.mfu <= 1 or sl.max_retries < 0 or sl.array_parallelism <= 0:
+            p.append("slurm.time_factor must be > 0, slurm.mfu in (0, 1], slurm.max_retries >= 0 and "
+                     "slurm.array_parallelism > 0")
+        if sl.gpus_per_run > 1 and self.dist.strategy == "none":
+            p.append(f"slurm.gpus_per_run = {sl.gpus_per_run} with dist.strategy = 'none': set dist.strategy "
+                     "to ddp or fsdp so that the run's ranks train one model")
         return p + self._scale_problems() + inapplicable_keys(self)
 
     def data_languages(self) -> list[str]:
@@ -453,6 +522,8 @@ CONDITIONAL_KEYS: dict[str, tuple[str, Any]] = {
     "optim.min_lr_frac": ("optim.schedule", "cosine"),
     "optim.lr_anchor_params": ("optim.lr", 0.0),
     "optim.lr_anchor_values": ("optim.lr", 0.0),
+    "dist.param_dtype": ("dist.strategy", "fsdp"),
+    "dist.reduce_dtype": ("dist.strategy", "fsdp"),
 }
 """Keys that only act when another key has a value: key -> (that key, the value)."""
 

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from plasticlm import dist
 from plasticlm.step import autocast_context
 
 
@@ -41,6 +42,22 @@ def sequence_losses(model: torch.nn.Module, windows: np.ndarray, batch_size: int
     finally:
         model.train(was_training)
     return np.concatenate(out)
+
+
+def sequence_losses_across_ranks(model: torch.nn.Module, windows: np.ndarray, batch_size: int,
+                                 device: torch.device, dtype: str = "float32") -> np.ndarray:
+    """``sequence_losses`` split over torchrun ranks (one process: exactly ``sequence_losses``): rank r
+    scores windows [r n', (r + 1) n') (n' = ceil(n / world), the last rank padded with repeats so that
+    every rank makes the same forward calls, which a sharded model needs), then every rank gathers
+    the whole result in window order."""
+    world = dist.world_size()
+    if world == 1:
+        return sequence_losses(model, windows, batch_size, device, dtype)
+    n = len(windows)
+    per = -(-n // world)
+    idx = np.minimum(np.arange(dist.rank() * per, (dist.rank() + 1) * per), n - 1)
+    mine = torch.from_numpy(sequence_losses(model, windows[idx], batch_size, device, dtype))
+    return torch.cat(dist.all_gather_tensor(mine)).numpy()[:n]
 
 
 def bits_per_byte(loss_nats: float, bytes_per_token: float) -> float:

@@ -47,12 +47,26 @@ def param_groups(model: nn.Module, weight_decay: float, decay_embeddings: bool =
     ]
 
 
+IMPL_KWARGS: dict[str, dict[str, bool]] = {
+    "fused": {"fused": True},
+    "foreach": {"foreach": True},
+    "forloop": {"foreach": False},
+}
+"""``optim.impl`` -> torch.optim.AdamW keyword: one fused kernel over all parameters (CPU and CUDA, the
+default: benchmarks/bench_loop_vs_eager.py), torch's multi-tensor path, or the per-parameter loop
+(torch's CPU default). The three compute the same update up to float rounding."""
+
+
 def build_optimizer(model: nn.Module, optim_cfg, lr: float) -> torch.optim.AdamW:
+    impl = optim_cfg.impl
+    if impl not in IMPL_KWARGS:
+        raise PlasticError(f"optim.impl = {impl!r}: use one of {', '.join(IMPL_KWARGS)}")
     return torch.optim.AdamW(
         param_groups(model, optim_cfg.weight_decay, optim_cfg.decay_embeddings),
         lr=lr,
         betas=(optim_cfg.beta1, optim_cfg.beta2),
         eps=optim_cfg.eps,
+        **IMPL_KWARGS[impl],
     )
 
 

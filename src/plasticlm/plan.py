@@ -50,16 +50,7 @@ from plasticlm.mitigations import build_all
 from plasticlm.model import build_gpt_config, flops_per_token, non_embedding_params
 from plasticlm.probe import probe_eval_steps, probe_task_indices
 from plasticlm.runspec import RunSpec, expand
-
-GPU_PEAK_TFLOPS: dict[str, float] = {
-    "h100": 989.0,
-    "h200": 989.0,
-    "a100": 312.0,
-    "l40s": 362.0,
-    "mi300x": 1307.0,
-    "b200": 2250.0,
-}
-"""Dense bf16 peak per GPU in TFLOP/s (module docstring)."""
+from plasticlm.units import GPU_PEAK_TFLOPS
 
 TOKENIZE_TOKENS_PER_CPU_S = 5.0e5
 """Tokens per second per CPU core of the shard build: benchmarks/bench_shards.py measured 1.07M tokens/s

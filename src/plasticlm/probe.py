@@ -46,10 +46,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from plasticlm import dist
 from plasticlm.checkpoint import checkpoints_dir, list_checkpoints, load_checkpoint
 from plasticlm.config import Config, StreamConfig, load_config
 from plasticlm.data.paths import home_dir
-from plasticlm.data.prepare import prepare_data
+from plasticlm.data.prepare import prepare_data, prepare_data_ranked
 from plasticlm.data.stream import LanguageStream, Task, task_count
 from plasticlm.errors import DataError, NonFiniteLoss, PlasticError
 from plasticlm.evaluate import fixed_windows, sequence_losses
@@ -59,7 +60,7 @@ from plasticlm.onset import dauc
 from plasticlm.optim import LRSchedule, build_optimizer, peak_lr, set_lr
 from plasticlm.progress import progress_bar
 from plasticlm.rundir import update_run_json
-from plasticlm.runlock import run_lock
+from plasticlm.runlock import main_lock, run_lock
 from plasticlm.runlog import JsonlLog, atomic_write_bytes, atomic_write_json, read_json, read_jsonl
 from plasticlm.step import clip_and_step, forward_backward, resolve_device
 
@@ -378,7 +379,10 @@ def probe_run_dir(run_dir: str | Path, workers: int = 1, checkpoint: str | None 
 
     Torch threads are divided between workers (at least 1 each). Rows are appended to probes.jsonl
     as probes finish (under a file lock, so array jobs probing one checkpoint each can share a run).
+    Under torchrun (``WORLD_SIZE`` > 1) the ranks split the checkpoints instead of worker processes.
     """
+    if dist.env_world_size() > 1:
+        return _probe_across_ranks(Path(run_dir), checkpoint, data)
     with run_lock(run_dir, "probe", shared=checkpoint is not None):  # whole runs exclusive, checkpoints shared
         return _probe_run_dir(run_dir, workers, checkpoint, data, progress)
 
@@ -411,3 +415,21 @@ def _probe_run_dir(run_dir: str | Path, workers: int, checkpoint: str | None, da
     if bar:
         bar.close()
     return sorted(rows, key=lambda r: r["task_index"])
+
+
+def _probe_across_ranks(run_dir: Path, checkpoint: str | None, data: Any) -> list[dict[str, Any]]:
+    """``probe_run_dir`` under torchrun: rank r probes pending checkpoints r, r + W, ... (each writes its
+    probes' npz files); rank 0 holds the run lock and appends every row to probes.jsonl. Returns all
+    rows on every rank. Any checkpoint format loads into each rank's own plain model."""
+    cfg = load_config(run_dir / "config.toml")
+    dist.init_from_env(cfg.dist, resolve_device(cfg.train.device))
+    with main_lock(run_dir, "probe", shared=checkpoint is not None):
+        todo = pending_checkpoints(run_dir, checkpoint)
+        data = data if data is not None else prepare_data_ranked(cfg, progress=False)
+        mine = [probe_checkpoint(run_dir, name, data=data) for name in todo[dist.rank() :: dist.world_size()]]
+        rows = sorted((r for part in dist.all_gather_objects(mine) for r in part), key=lambda r: r["task_index"])
+        log = JsonlLog(run_dir / "probes.jsonl", enabled=dist.is_main())
+        for row in rows:
+            log.append(row, unique_key="checkpoint")
+        dist.barrier()
+    return rows

@@ -10,7 +10,8 @@ Layout (stable; `plasticlm report`, `probe`, `diagnose`, `export` and other tool
       probes.jsonl       one row per plasticity probe (when probes run); its task_index counts the
                          task instances trained before the probe (probe.py)
       probes/            per-sequence probe losses, one .npz per probe point
-      checkpoints/       task-NNNNNN/ {model.safetensors, optim.pt, rng.pt, meta.json}, latest
+      checkpoints/       task-NNNNNN/ {model.safetensors, optim.pt (or dcp/ under FSDP), rng.pt,
+                         components.pt, meta.json}, latest
       logs/train.log     human-readable log
       .lock              held by the process writing the run (runlock.py)
 
@@ -27,6 +28,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from plasticlm import dist
 from plasticlm.config import Config, dumps_toml
 from plasticlm.errors import PlasticError
 from plasticlm.runlock import LOCK_NAME
@@ -34,12 +36,21 @@ from plasticlm.runlog import atomic_write_json, atomic_write_text, environment_i
 
 
 def update_run_json(run_dir: str | Path, **fields: Any) -> dict[str, Any]:
-    """Merge ``fields`` into RUN_DIR/run.json (written atomically)."""
+    """Merge ``fields`` into RUN_DIR/run.json (written atomically, by rank 0 alone under torchrun: the
+    other ranks get {})."""
+    if not dist.is_main():
+        return {}
     path = Path(run_dir) / "run.json"
     info = read_json(path) if path.exists() else {}
     info.update(fields)
     atomic_write_json(path, info)
     return info
+
+
+def run_status(run_dir: Path) -> str:
+    """The status in a run's run.json ("missing" without one, "created" without a status)."""
+    path = run_dir / "run.json"
+    return read_json(path).get("status", "created") if path.exists() else "missing"
 
 
 def check_new_run_dir(run_dir: str | Path, overwrite: bool = False) -> None:
@@ -79,7 +90,10 @@ def init_run_dir(run_dir: str | Path, cfg: Config, overwrite: bool = False) -> P
 
 @contextmanager
 def file_logging(run_dir: Path) -> Iterator[None]:
-    """Mirror the ``plasticlm`` loggers into RUN_DIR/logs/train.log while the block runs."""
+    """Mirror the ``plasticlm`` loggers into RUN_DIR/logs/train.log while the block runs (rank 0 only)."""
+    if not dist.is_main():
+        yield
+        return
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(run_dir / "logs" / "train.log")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

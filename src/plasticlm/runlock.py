@@ -27,6 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from plasticlm import dist
 from plasticlm.errors import PlasticError
 
 LOCK_NAME = ".lock"
@@ -113,6 +114,13 @@ def run_lock(run_dir: str | Path, command: str, shared: bool = False, create: bo
                 fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def main_lock(run_dir: str | Path, command: str, shared: bool = False,
+              create: bool = False) -> contextlib.AbstractContextManager[dict[str, Any] | None]:
+    """``run_lock`` taken by rank 0 alone (one process: exactly ``run_lock``): under torchrun the ranks
+    of one run are one writer. Join the process group first (``dist.init_from_env``)."""
+    return run_lock(run_dir, command, shared=shared, create=create) if dist.is_main() else contextlib.nullcontext()
 
 
 def _try_upgrade(fd: int) -> bool:

@@ -14,6 +14,7 @@ from typing import Any
 
 from plasticlm.config import Config
 from plasticlm.data.prepare import prepare_data
+from plasticlm.launch import resource_plan
 from plasticlm.plan import plan_study
 from plasticlm.report.build import make_report
 from plasticlm.runspec import expand
@@ -39,9 +40,18 @@ def dry_run(cfg: Config) -> dict[str, Any]:
             "totals": plan.totals()}
 
 
+def dry_run_jobs(cfg: Config) -> dict[str, Any]:
+    """``dry_run`` plus the cluster jobs `--launcher slurm` would submit, per preset."""
+    plan = dry_run(cfg)
+    plan["stages"] = ["data", "train_and_probe_jobs", "probe", "onsets_and_fit", "report"]
+    plan["jobs"] = resource_plan(cfg)
+    return plan
+
+
 def run_study(cfg: Config, *, config_path: str | None = None, parallel: int | None = None, quiet: bool = False,
-              data: Any = None) -> dict[str, Any]:
-    """Run every stage; return the sweep summary with the report path and the report's summary text."""
+              data: Any = None, launcher: str = "local", cluster: str | None = None) -> dict[str, Any]:
+    """Run every stage; return the sweep summary with the report path and the report's summary text.
+    ``launcher``/``cluster``: as in ``run_sweep`` (local process pool, or submitit job arrays)."""
 
     study_dir = Path(cfg.sweep.out_dir)
     t0 = time.perf_counter()
@@ -50,9 +60,10 @@ def run_study(cfg: Config, *, config_path: str | None = None, parallel: int | No
             print(f"[study] preparing data ({cfg.data.source})", file=sys.stderr)
         data = prepare_data(cfg, progress=not quiet)
     data_s = time.perf_counter() - t0
-    in_process = (parallel or cfg.sweep.parallel) <= 1  # spawned workers load the (now cached) data themselves
+    # spawned workers and cluster jobs load the (now cached) data themselves
+    in_process = (parallel or cfg.sweep.parallel) <= 1 and launcher == "local"
     summary = run_sweep(cfg, study_dir, config_path=config_path, parallel=parallel, quiet=quiet,
-                        data=data if in_process else None)
+                        data=data if in_process else None, launcher=launcher, cluster=cluster)
     t1 = time.perf_counter()
     log = StudyLog(study_dir, cfg, config_path)
     log.stage("report", "running")

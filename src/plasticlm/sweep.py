@@ -41,7 +41,8 @@ from plasticlm.config import Config, dumps_toml, loads_toml, to_dict
 from plasticlm.data.needs import served_tokens_per_task
 from plasticlm.data.prepare import prepare_data
 from plasticlm.data.stream import steps_per_task, task_count
-from plasticlm.errors import NonFiniteLoss, PlasticError
+from plasticlm.errors import PlasticError
+from plasticlm.launch import run_on_cluster
 from plasticlm.model import build_gpt_config, configure_cpu, non_embedding_params
 from plasticlm.probe import pending_checkpoints, probe_run_dir
 from plasticlm.progress import progress_bar
@@ -54,35 +55,18 @@ from plasticlm.records import (
     write_onsets,
     write_sizes,
 )
+from plasticlm.rundir import run_status
 from plasticlm.runlog import atomic_write_json, atomic_write_text, environment_info, read_json, read_jsonl
 from plasticlm.runspec import RunSpec, expand
 from plasticlm.scaling import ScalingFit, fit_scaling
-from plasticlm.train import resume, train
-
-
-def run_status(run_dir: Path) -> str:
-    """The status in a run's run.json ("missing" without one, "created" without a status)."""
-    path = run_dir / "run.json"
-    return read_json(path).get("status", "created") if path.exists() else "missing"
-
-
-def _train_one(run_dir: Path, cfg: Config, quiet: bool, data: Any = None) -> dict[str, Any]:
-    """Train, or resume when the run directory already holds the run. A run stopped by a non-finite
-    loss is reported (status "failed" in its run.json) and does not stop the other runs."""
-    try:
-        if (run_dir / "config.toml").exists():
-            return resume(run_dir, quiet=quiet, data=data)
-        return train(cfg, run_dir, quiet=quiet, data=data)
-    except NonFiniteLoss as e:
-        print(f"[sweep] {run_dir.name} failed: {e}", file=sys.stderr)
-        return {"run_dir": str(run_dir), "error": str(e)}
+from plasticlm.train import train_or_resume
 
 
 def _train_worker(args: tuple[str, str, int]) -> dict[str, Any]:
     """Entry point of a spawned training process (loads the cached data itself)."""
     run_dir, cfg_toml, threads = args
     configure_cpu(threads)
-    return _train_one(Path(run_dir), loads_toml(cfg_toml), quiet=True)
+    return train_or_resume(Path(run_dir), loads_toml(cfg_toml), quiet=True)
 
 
 def _steps_done(run_dir: Path) -> int:
@@ -105,7 +89,7 @@ def train_runs(specs: list[RunSpec], study_dir: Path, parallel: int = 1, quiet: 
         for s in todo:
             if not quiet:
                 print(f"[sweep] training {s.name}", file=sys.stderr)
-            _train_one(s.run_dir(study_dir), s.cfg, quiet, data)
+            train_or_resume(s.run_dir(study_dir), s.cfg, quiet, data)
         return
     threads = max(1, (os.cpu_count() or 1) // parallel)
     # largest models first: the pool then packs the small runs beside them instead of after them
@@ -230,6 +214,9 @@ class StudyLog:
 RESULT_NEUTRAL_KEYS = frozenset({"sweep.parallel", "sweep.out_dir", "stream.allow_reuse", "train.tensorboard"})
 """Config keys that change how a study runs, not what it computes: an existing study directory may be
 continued with other values of these (and with keys that newer code added at their defaults)."""
+RESULT_NEUTRAL_SECTIONS = ("dist.", "slurm.")
+"""Whole sections that say how a study runs (processes per run, cluster jobs), not what it computes: a
+study may continue under other values of them (another partition, FSDP instead of DDP)."""
 
 
 def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -245,7 +232,8 @@ def _flat(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 def config_differences(stored: Config, cfg: Config) -> list[str]:
     """Dotted keys whose values differ between two configs, result-neutral keys left out."""
     a, b = _flat(to_dict(stored)), _flat(to_dict(cfg))
-    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in RESULT_NEUTRAL_KEYS)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k) and k not in RESULT_NEUTRAL_KEYS
+                  and not k.startswith(RESULT_NEUTRAL_SECTIONS))
 
 
 def init_study_dir(cfg: Config, study_dir: Path) -> None:
@@ -272,12 +260,19 @@ def init_study_dir(cfg: Config, study_dir: Path) -> None:
 
 def run_sweep(cfg: Config, study_dir: str | Path | None = None, *, config_path: str | None = None,
               parallel: int | None = None, quiet: bool = False, data: Any = None,
-              train: bool = True) -> dict[str, Any]:
+              train: bool = True, launcher: str = "local", cluster: str | None = None) -> dict[str, Any]:
     """Train all runs, probe what is missing, detect onsets, fit; return a summary.
 
     ``train=False`` analyses a study as it stands (one still training elsewhere, or one stopped
     early): finished runs are probed where needed and enter onsets.csv, sizes.csv and fit.json;
-    the others are listed with code ``not_finished``."""
+    the others are listed with code ``not_finished``.
+
+    ``launcher = "local"`` trains in this process or a local pool (``parallel``); ``"slurm"`` submits
+    the runs and their post-hoc probes as job arrays (``launch.py``; ``cluster`` picks submitit's
+    executor: None = detect, "local" runs the same jobs as local processes), then probes here whatever
+    the jobs left (in-run probes need none)."""
+    if launcher not in ("local", "slurm"):
+        raise PlasticError(f"--launcher {launcher!r}: use local (this machine) or slurm (job arrays)")
     study_dir = Path(study_dir or cfg.sweep.out_dir)
     init_study_dir(cfg, study_dir)
     log = StudyLog(study_dir, cfg, config_path)
@@ -285,7 +280,16 @@ def run_sweep(cfg: Config, study_dir: str | Path | None = None, *, config_path: 
     vocab = data.vocab_size if data is not None else _vocab_size(cfg, quiet)
     log.runs(specs, study_dir, vocab)
 
-    if train:
+    jobs = None
+    if train and launcher == "slurm":
+        t0 = time.perf_counter()
+        log.stage("train_and_probe_jobs", "running")
+        jobs = run_on_cluster(cfg, specs, study_dir, quiet=quiet, cluster=cluster)
+        log.doc["jobs"] = jobs
+        log.stage("train_and_probe_jobs", "done" if not jobs["unfinished"] else "incomplete",
+                  time.perf_counter() - t0)
+        log.runs(specs, study_dir, vocab)
+    elif train:
         t0 = time.perf_counter()
         log.stage("train", "running")
         train_runs(specs, study_dir, parallel or cfg.sweep.parallel, quiet, data)
@@ -306,8 +310,11 @@ def run_sweep(cfg: Config, study_dir: str | Path | None = None, *, config_path: 
     fit = fit_onsets(onsets, cfg)
     write_fit(fit, study_dir / "fit.json")
     log.stage("onsets_and_fit", "done", time.perf_counter() - t0)
-    return {"study_dir": str(study_dir), "runs": len(specs), "onsets": [dataclasses.asdict(r) for r in onsets],
-            "sizes": [dataclasses.asdict(z) for z in sizes], "fit": fit.to_json()}
+    out = {"study_dir": str(study_dir), "runs": len(specs), "onsets": [dataclasses.asdict(r) for r in onsets],
+           "sizes": [dataclasses.asdict(z) for z in sizes], "fit": fit.to_json()}
+    if jobs is not None:
+        out["jobs"] = jobs
+    return out
 
 
 def _vocab_size(cfg: Config, quiet: bool) -> int:

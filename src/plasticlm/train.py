@@ -7,12 +7,15 @@ Everything needed to continue is state: model, optimizer, stream position and RN
 counters (derived from the stream), component states and random streams, and the row counts of the
 run's JSONL logs. A resumed run therefore ends with the same weights, bit for bit on CPU, as an
 uninterrupted one. The run directory's layout is in rundir.py.
+
+Under torchrun the same loop runs on every rank (dist.py): the trainer keeps the raw model (what
+checkpoints, components and probes see) and the wrapped one (DDP, or the model sharded by FSDP2) that
+training steps call; rank 0 alone takes the run lock and writes the run's files.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
 import time
 from pathlib import Path
@@ -20,9 +23,10 @@ from typing import Any
 
 import torch
 
-from plasticlm import dist
+from plasticlm import dist, dist_checkpoint
 from plasticlm.checkpoint import (
     checkpoint_name,
+    checkpoints_dir,
     latest_valid_checkpoint,
     load_checkpoint,
     load_component_states,
@@ -33,16 +37,23 @@ from plasticlm.components import Component, Components, LoopView, build_componen
 from plasticlm.components.mitigations import run_config
 from plasticlm.config import Config, load_config, to_dict
 from plasticlm.data.needs import check_reuse, format_reuse
-from plasticlm.data.prepare import prepare_data
+from plasticlm.data.prepare import prepare_data_ranked
 from plasticlm.data.stream import LanguageStream, Task
 from plasticlm.errors import NonFiniteLoss, PlasticError
 from plasticlm.hf import load_gpt2_into
 from plasticlm.model import GPT, build_gpt_config, configure_cpu, non_embedding_params
 from plasticlm.optim import LRSchedule, build_optimizer, peak_lr, set_lr
 from plasticlm.rundir import check_new_run_dir, data_fingerprint, file_logging, init_run_dir, update_run_json
-from plasticlm.runlock import run_lock
+from plasticlm.runlock import main_lock
 from plasticlm.runlog import JsonlLog, environment_info, read_json, read_jsonl
-from plasticlm.step import check_finite, clip_gradients, forward_backward, optimizer_step, resolve_device
+from plasticlm.step import (
+    check_finite,
+    clip_gradients,
+    compile_for_training,
+    forward_backward,
+    optimizer_step,
+    resolve_device,
+)
 
 log = logging.getLogger("plasticlm.train")
 
@@ -57,20 +68,22 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.data = data
         self.quiet = quiet
-        self.is_main = dist.is_main()
         configure_cpu(cfg.train.threads)
-        if int(os.environ.get("WORLD_SIZE", "1")) > 1 or dist.world_size() > 1:
-            raise PlasticError(
-                "multi-process training (torchrun, WORLD_SIZE > 1) is not supported yet: gradients would not "
-                "be synchronised; run one process per run (`plasticlm sweep --parallel N` runs several)"
-            )
         self.device = resolve_device(cfg.train.device)
+        dist.init_from_env(cfg.dist, self.device)  # under torchrun: join the group (dist.py)
+        dist.check_strategy(cfg.dist)
+        check_rank_batch(cfg, dist.world_size())
+        self.is_main = dist.is_main()
         torch.manual_seed(cfg.train.seed)
         self.gpt_config = build_gpt_config(cfg.model, data.vocab_size)
         self.model = GPT(self.gpt_config).to(self.device)
         if cfg.model.init_from:  # a transformers GPT-2 checkpoint instead of a fresh init (consumes no RNG)
             load_gpt2_into(self.model, cfg.model.init_from)
-        self.model.train()
+        self.model.train()  # the raw model: checkpoints, components, probes
+        self.wrapped = dist.parallelize(self.model, cfg.dist, self.device)  # DDP or FSDP2, or the model itself
+        self.strategy = dist.active_strategy(cfg.dist)
+        # what training steps call: the wrapped model, compiled when train.compile resolves to on
+        self.step_model = compile_for_training(self.wrapped, self.device, cfg.train.compile)
         self.non_embedding_params = non_embedding_params(self.gpt_config)
         # the stream and the LR schedule with the settings a mitigation needs (replay); the probe keeps cfg's
         stream_cfg = run_config(cfg)
@@ -129,13 +142,20 @@ class Trainer:
         set_lr(self.optimizer, self.lr)
         x, y = self.stream.next_batch()
         self.components.fire("on_step_start", (x, y))
-        loss = forward_backward(self.model, x, y, self.cfg.train.micro_batch_size, self.device, self.cfg.train.dtype)
+        loss = forward_backward(self.step_model, x, y, self.cfg.train.micro_batch_size, self.device,
+                                self.cfg.train.dtype)  # this rank's rows of the global batch
+        loss = dist.mean_across_ranks(loss)  # non-finite on every rank if on any: all stop at this step
         self.components.fire("on_after_backward")
         self.grad_norm = clip_gradients(self.model, self.cfg.optim.grad_clip)
         check_finite(loss, self.grad_norm, self.stream.step, self.optimizer)
         self.components.fire("pre_optim_step")
         optimizer_step(self.optimizer)
         return loss
+
+    def full_model(self) -> torch.nn.Module:
+        """The raw model with full weights on this device (what probes copy): the model itself, or
+        under FSDP a gathered copy (collective: every rank calls it at the same point)."""
+        return dist.full_model(self.model, lambda: GPT(self.gpt_config), self.device, dist_checkpoint.full_state)
 
     # ------------------------------------------------------------------ logging
     def log(self, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -156,7 +176,11 @@ class Trainer:
     def save_checkpoint(self, task: Task) -> Path | None:
         name = checkpoint_name(task.index)
         path = None
-        if dist.is_main():
+        rng = dist_checkpoint.gathered_rng(self.device)  # every rank's RNG (collective)
+        sharded = dist.is_sharded(self.model)
+        write_state = (dist_checkpoint.stage_sharded(checkpoints_dir(self.run_dir), name, self.model, self.optimizer)
+                       if sharded else None)  # collective: every rank writes its shards
+        if self.is_main:
             meta = {
                 "name": name,
                 "step": self.step,
@@ -172,12 +196,15 @@ class Trainer:
                 "wall_time_s": self.wall_time_s,
                 "config": to_dict(self.cfg),
                 "environment": environment_info(),
+                "dist": {"strategy": self.strategy, "world_size": dist.world_size(),
+                         "format": "sharded" if sharded else "full"},
             }
             path = save_checkpoint(self.run_dir, name, self.model, self.optimizer, meta,
-                                   components=self.components.state_dict())
+                                   components=self.components.state_dict(), write_state=write_state, rng=rng)
             prune_checkpoints(self.run_dir, self.cfg.train.keep_last, self.components.pinned_checkpoints())
             self.update_run_json(status="running", step=self.step, tokens=self.tokens, wall_time_s=self.wall_time_s)
         dist.barrier()
+        path = path or checkpoints_dir(self.run_dir) / name  # the same checkpoint, on every rank
         self.components.fire("on_checkpoint", path)
         return path
 
@@ -202,6 +229,18 @@ class Trainer:
 
     def update_run_json(self, **fields: Any) -> dict[str, Any]:
         return update_run_json(self.run_dir, **fields)
+
+
+def check_rank_batch(cfg: Config, world: int) -> None:
+    """Each rank trains ``batch_size / world`` rows of the global batch in micro-batches of
+    ``micro_batch_size``."""
+    b, mb = cfg.train.batch_size, cfg.train.micro_batch_size
+    if b % world:
+        raise PlasticError(f"train.batch_size = {b} is not divisible by the {world} processes: choose a batch "
+                           "size that is a multiple of the number of processes (the global batch is split)")
+    if mb and (b // world) % mb:
+        raise PlasticError(f"train.micro_batch_size = {mb} must divide the per-process batch {b // world} "
+                           f"(train.batch_size {b} / {world} processes): lower it or set 0 (no accumulation)")
 
 
 def run_training(trainer: Trainer) -> dict[str, Any]:
@@ -248,28 +287,59 @@ def train(cfg: Config, run_dir: str | Path, *, data: Any = None, components: lis
     """Start a new run in ``run_dir`` (nothing is written there until the model, stream and components
     have been built, so a configuration that cannot run leaves no half-made run directory)."""
     check_new_run_dir(run_dir, overwrite)
-    data = data if data is not None else prepare_data(cfg, progress=not quiet)
+    data = data if data is not None else load_data(cfg, progress=not quiet)
     trainer = Trainer(cfg, run_dir, data, components=components, quiet=quiet)
-    with run_lock(run_dir, "train", create=True):  # a second writer is refused, naming this process
-        init_run_dir(run_dir, cfg, overwrite=overwrite)
+    with main_lock(run_dir, "train", create=True):  # a second writer is refused, naming this process
+        if trainer.is_main:
+            init_run_dir(run_dir, cfg, overwrite=overwrite)
+        dist.barrier()
         for log_ in trainer.logs.values():  # counted before --overwrite emptied the directory
             log_.rows = len(read_jsonl(log_.path)) if log_.enabled else 0
         return run_training(trainer)
 
 
+def load_data(cfg: Config, progress: bool = True) -> Any:
+    """Build or load the tokens a run needs. Under torchrun rank 0 builds what is missing while the
+    others wait, then they read the cache."""
+    dist.init_from_env(cfg.dist, resolve_device(cfg.train.device))
+    return prepare_data_ranked(cfg, progress=progress)
+
+
+def train_or_resume(run_dir: Path, cfg: Config, quiet: bool, data: Any = None) -> dict[str, Any]:
+    """Train, or resume when the run directory already holds the run (a sweep's or a cluster job's
+    run). A run stopped by a non-finite loss is reported (status "failed" in its run.json) and does
+    not stop the other runs."""
+    try:
+        if (run_dir / "config.toml").exists():
+            return resume(run_dir, quiet=quiet, data=data)
+        return train(cfg, run_dir, quiet=quiet, data=data)
+    except NonFiniteLoss as e:
+        print(f"[sweep] {run_dir.name} failed: {e}", file=sys.stderr)
+        return {"run_dir": str(run_dir), "error": str(e)}
+
+
 def resume(run_dir: str | Path, *, data: Any = None, components: list[Component] | None = None,
-           quiet: bool = False) -> dict[str, Any]:
-    """Continue a run from its latest complete checkpoint (or from the start if it has none)."""
+           quiet: bool = False, overrides: list[str] | None = None) -> dict[str, Any]:
+    """Continue a run from its latest complete checkpoint (or from the start if it has none).
+
+    ``overrides`` may change only how the run is executed (``dist.*``: e.g. continue a one-process
+    run on several ranks under FSDP), never what it computes; config.toml is left as it was."""
     run_dir = Path(run_dir)
     if not (run_dir / "config.toml").exists():
         raise PlasticError(f"{run_dir} is not a run directory (no config.toml); start one with `plasticlm train`")
-    with run_lock(run_dir, "resume"):  # a second writer is refused, naming this process
-        return _resume(run_dir, data, components, quiet)
+    bad = [o for o in overrides or [] if not o.strip().startswith("dist.")]
+    if bad:
+        raise PlasticError(f"resume --set accepts dist.* keys only (how the run is executed), got {bad}: "
+                           "a resumed run continues the configuration it started with; start a new run instead")
+    cfg = load_config(run_dir / "config.toml", overrides or [])
+    dist.init_from_env(cfg.dist, resolve_device(cfg.train.device))  # the group first: rank 0 takes the lock
+    data = data if data is not None else load_data(cfg, progress=not quiet)
+    with main_lock(run_dir, "resume"):  # a second writer is refused, naming this process
+        return _resume(run_dir, cfg, data, components, quiet)
 
 
-def _resume(run_dir: Path, data: Any, components: list[Component] | None, quiet: bool) -> dict[str, Any]:
-    cfg = load_config(run_dir / "config.toml")
-    data = data if data is not None else prepare_data(cfg, progress=not quiet)
+def _resume(run_dir: Path, cfg: Config, data: Any, components: list[Component] | None,
+            quiet: bool) -> dict[str, Any]:
     trainer = Trainer(cfg, run_dir, data, components=components, quiet=quiet)
     ckpt = latest_valid_checkpoint(run_dir)  # a damaged latest: the one before it, with a warning
     if ckpt is not None:

@@ -25,6 +25,27 @@ def si(x: float | None) -> str:
     return f"{x:.3g}"
 
 
+GPU_PEAK_TFLOPS: dict[str, float] = {
+    "h100": 989.0,
+    "h200": 989.0,
+    "a100": 312.0,
+    "l40s": 362.0,
+    "mi300x": 1307.0,
+    "b200": 2250.0,
+}
+"""Dense bf16 tensor-core peak per GPU in TFLOP/s, from the vendors' data sheets (plan.py's docstring);
+used by `plan` and `bench`."""
+
+
+def gpu_peak_tflops(device_name: str) -> tuple[str, float] | None:
+    """(key, TFLOP/s) of ``GPU_PEAK_TFLOPS`` whose key is in a device name such as 'NVIDIA H200', else None."""
+    name = device_name.lower().replace(" ", "")
+    for key, tflops in GPU_PEAK_TFLOPS.items():
+        if key in name:
+            return key, tflops
+    return None
+
+
 _SUFFIX = {"k": 1e3, "m": 1e6, "b": 1e9, "g": 1e9, "t": 1e12}
 
 

@@ -15,6 +15,14 @@ def add_set(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_launcher(p: argparse.ArgumentParser) -> None:
+    """``--launcher local|slurm`` of the commands that train a study's runs (sweep, study, compare)."""
+    p.add_argument("--launcher", choices=["local", "slurm"], default="local",
+                   help="local: this machine (a process pool of --parallel runs); slurm: job arrays per preset "
+                   "through submitit (resources from the plan, config section [slurm]), post-hoc probes after "
+                   "their runs, failed jobs resubmitted")
+
+
 def _int_at_least(text: str, low: int) -> int:
     try:
         value = int(text)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from plasticlm.cli._common import add_json, add_set, positive_int, print_json, print_table
+from plasticlm.cli._common import add_json, add_launcher, add_set, positive_int, print_json, print_table
 from plasticlm.compare import run_compare
 from plasticlm.config import load_config
 from plasticlm.units import num
@@ -23,7 +23,7 @@ def _p(v) -> str:
 def run_compare_cmd(args) -> int:
     cfg = load_config(args.config, args.overrides)
     doc = run_compare(cfg, args.out_dir, config_path=args.config, parallel=args.parallel,
-                      quiet=args.quiet or args.json)
+                      quiet=args.quiet or args.json, launcher=args.launcher)
     if args.json:
         print_json(doc)
         return 0
@@ -68,6 +68,7 @@ def register(sub) -> None:
     add_set(p)
     p.add_argument("--out-dir", help="study directory (default: sweep.out_dir)")
     p.add_argument("--parallel", type=positive_int, default=None, help="runs trained at once (default: sweep.parallel)")
+    add_launcher(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_json(p)
     p.set_defaults(func=run_compare_cmd)

@@ -2,10 +2,25 @@
 
 from __future__ import annotations
 
+import shlex
+
+from plasticlm import dist
 from plasticlm.cli import probe_hf_cmd
 from plasticlm.cli._common import add_json, positive_int, print_json, print_table
-from plasticlm.probe import probe_run_dir
+from plasticlm.probe import pending_checkpoints, probe_run_dir
 from plasticlm.validate import require_run_dir
+
+
+def print_jobs(args) -> int:
+    """One `plasticlm probe RUN_DIR --checkpoint NAME` command per pending probe, for any scheduler."""
+    jobs = [shlex.join(["plasticlm", "probe", str(args.run_dir), "--checkpoint", name])
+            for name in pending_checkpoints(args.run_dir, args.checkpoint)]
+    if args.json:
+        print_json({"run_dir": args.run_dir, "jobs": jobs})
+    else:
+        for job in jobs:
+            print(job)
+    return 0
 
 
 def run(args) -> int:
@@ -13,8 +28,16 @@ def run(args) -> int:
         return probe_hf_cmd.run(args)
     probe_hf_cmd.check_run_dir_args(args)
     require_run_dir(args.run_dir)
-    rows = probe_run_dir(args.run_dir, workers=args.workers, checkpoint=args.checkpoint,
-                         progress=not (args.quiet or args.json))
+    if args.print_jobs:
+        return print_jobs(args)
+    try:
+        rows = probe_run_dir(args.run_dir, workers=args.workers, checkpoint=args.checkpoint,
+                             progress=not (args.quiet or args.json) and dist.env_world_size() == 1)
+        main = dist.is_main()  # under torchrun, rank 0 alone reports
+    finally:
+        dist.teardown()
+    if not main:
+        return 0
     if args.json:
         print_json({"run_dir": args.run_dir, "probed": [{k: v for k, v in r.items() if k != "curve"} for r in rows]})
         return 0
@@ -44,6 +67,9 @@ def register(sub) -> None:
     p.add_argument("--workers", type=positive_int, default=1,
                    help="parallel worker processes (torch threads are divided)")
     p.add_argument("--checkpoint", help="probe only this checkpoint (name like task-000007, or its 0-based task index)")
+    p.add_argument("--print-jobs", action="store_true",
+                   help="print one `plasticlm probe RUN_DIR --checkpoint NAME` command per pending probe (for any "
+                   "scheduler) and exit")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     probe_hf_cmd.add_arguments(p)
     add_json(p)

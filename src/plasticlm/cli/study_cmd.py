@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import textwrap
 
-from plasticlm.cli._common import add_json, add_set, positive_int, print_json, print_table
+from plasticlm.cli._common import add_json, add_launcher, add_set, positive_int, print_json, print_table
 from plasticlm.config import load_config
-from plasticlm.study import dry_run, run_study
+from plasticlm.study import dry_run, dry_run_jobs, run_study
 from plasticlm.sweep import run_sweep
 from plasticlm.units import num
 
@@ -58,7 +58,7 @@ def _print_fit(fit: dict) -> None:
 def run_sweep_cmd(args) -> int:
     cfg = load_config(args.config, args.overrides)
     summary = run_sweep(cfg, args.out_dir, config_path=args.config, parallel=args.parallel,
-                        quiet=args.quiet or args.json, train=not args.no_train)
+                        quiet=args.quiet or args.json, train=not args.no_train, launcher=args.launcher)
     if args.json:
         print_json(summary)
     else:
@@ -71,15 +71,20 @@ def run_sweep_cmd(args) -> int:
 def run_study_cmd(args) -> int:
     cfg = load_config(args.config, args.overrides)
     if args.dry_run:
-        plan = dry_run(cfg)
+        plan = dry_run_jobs(cfg) if args.launcher == "slurm" else dry_run(cfg)
         if args.json:
             print_json(plan)
             return 0
         print(f"study {args.config} -> {plan['study_dir']} (source: {plan['source']})")
         print("stages: " + " -> ".join(plan["stages"]) + " (each skips what is already done)")
         print_table(plan["runs"], ["name", "status", "non_embedding_params", "tokens", "steps", "probes"])
+        if "jobs" in plan:
+            print("\ncluster jobs per preset (time limits from the plan x slurm.time_factor):")
+            print_table(plan["jobs"], ["preset", "train_minutes", "gpus_per_run", "mem_gb", "probe_minutes",
+                                       "probes_per_run"])
         return 0
-    summary = run_study(cfg, config_path=args.config, parallel=args.parallel, quiet=args.quiet or args.json)
+    summary = run_study(cfg, config_path=args.config, parallel=args.parallel, quiet=args.quiet or args.json,
+                        launcher=args.launcher)
     if args.json:
         print_json(summary)
         return 0
@@ -103,6 +108,7 @@ def register(sub) -> None:
     add_set(s)
     s.add_argument("--out-dir", help="study directory (default: sweep.out_dir)")
     s.add_argument("--parallel", type=positive_int, default=None, help="runs trained at once (default: sweep.parallel)")
+    add_launcher(s)
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     s.add_argument("--no-train", action="store_true",
                    help="train nothing: analyse the finished runs as they stand (a study still running or stopped "
@@ -120,6 +126,7 @@ def register(sub) -> None:
     add_set(p)
     p.add_argument("--parallel", type=positive_int, default=None, help="runs trained at once (default: sweep.parallel)")
     p.add_argument("--dry-run", action="store_true", help="print the plan (runs, status, tokens) and exit")
+    add_launcher(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     add_json(p)
     p.set_defaults(func=run_study_cmd)

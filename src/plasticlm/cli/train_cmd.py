@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from plasticlm import dist
 from plasticlm.bench import bench_presets
 from plasticlm.cli._common import add_json, add_set, print_json, print_table
 from plasticlm.config import load_config
@@ -30,7 +31,13 @@ def _report(summary: dict, as_json: bool) -> None:
 
 
 def _run(fn, args) -> int:
-    _report(fn(), args.json)
+    """Run, then report on rank 0 alone (under torchrun every rank runs this command)."""
+    try:
+        summary = fn()
+        if dist.is_main():
+            _report(summary, args.json)
+    finally:
+        dist.teardown()
     return 0
 
 
@@ -42,17 +49,19 @@ def run_train(args) -> int:
 
 def run_resume(args) -> int:
     require_run_dir(args.run_dir)
-    return _run(lambda: resume(args.run_dir, quiet=args.quiet or args.json), args)
+    return _run(lambda: resume(args.run_dir, quiet=args.quiet or args.json, overrides=args.overrides), args)
 
 
 def run_bench(args) -> int:
     rows = bench_presets(args.presets.split(","), vocab_size=args.vocab_size, seq_len=args.seq_len,
-                         batch_size=args.batch_size, steps=args.steps, device=args.device, dtype=args.dtype)
+                         batch_size=args.batch_size, steps=args.steps, device=args.device, dtype=args.dtype,
+                         compile=args.compile, threads=args.threads)
     if args.json:
         print_json(rows)
     else:
-        print_table(rows, ["preset", "non_embedding_params", "device", "dtype", "batch", "ms_per_step",
-                           "tokens_per_s", "peak_mem_mb"])
+        print(f"MFU against the {rows[0]['peak_source']}" if rows else "no presets")
+        print_table(rows, ["preset", "non_embedding_params", "device", "dtype", "compile", "batch", "ms_per_step",
+                           "tokens_per_s", "mfu", "peak_mem_mb"])
     return 0
 
 
@@ -72,18 +81,26 @@ def register(sub) -> None:
 
     r = sub.add_parser("resume", help="continue an interrupted run exactly from its latest checkpoint")
     r.add_argument("run_dir", help="a run directory written by `plasticlm train`")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="dist.KEY=VALUE",
+                   help="change how the run is executed, e.g. --set dist.strategy=fsdp under torchrun (dist.* only)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     add_json(r)
     r.set_defaults(func=run_resume)
 
-    b = sub.add_parser("bench", help="training throughput, time per step and peak memory per preset",
-                       description="Times optimizer steps on random tokens (no data needed).")
+    b = sub.add_parser("bench", help="training throughput, time per step, MFU and peak memory per preset",
+                       description="Times the training step (step.train_step) on random tokens (no data "
+                       "needed); MFU against a stated peak (CUDA: the data-sheet bf16 peak of a known GPU, "
+                       "else a measured matmul).")
     b.add_argument("--presets", default="3K,25K,85K,200K,390K,670K", help="comma-separated preset names")
     b.add_argument("--vocab-size", type=int, default=1024)
     b.add_argument("--seq-len", type=int, default=128)
     b.add_argument("--batch-size", type=int, default=32)
     b.add_argument("--steps", type=int, default=10, help="timed steps (after 2 warm-up steps)")
     b.add_argument("--device", default="auto", help="cpu, cuda or auto")
-    b.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    b.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16"],
+                   help="as train.dtype: auto = bfloat16 on CUDA, float32 on CPU")
+    b.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
+                   help="as train.compile: auto = on for CUDA, off on CPU")
+    b.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     add_json(b)
     b.set_defaults(func=run_bench)

@@ -16,7 +16,8 @@ the loop in ``train.py`` through hooks that fire at fixed points, in the order o
 ``on_log(row)`` fires for every metrics row written, ``on_evaluate(results)`` after each evaluation.
 
 Every hook receives a ``LoopView``: the component's narrow window on the loop. Through it a component
-reads the loop's state (config, model, optimizer, stream, step, tokens, task), writes metrics rows
+reads the loop's state (config, the raw model, optimizer, stream, step, tokens, task; under torchrun
+also rank, world size and strategy), writes metrics rows
 (``log``), reports an evaluation (``report_evaluation``), opens a JSONL log of its own
 (``open_log``), and draws randomness from its own stream (``generator``), never from the global
 torch RNG, so a component that draws (Shrink & Perturb, CBP) leaves the training trajectory of the
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from plasticlm import dist
 from plasticlm.runlog import JsonlLog
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -175,8 +177,29 @@ class LoopView:
 
     @property
     def is_main(self) -> bool:
-        """True on the process that writes files (rank 0)."""
+        """True on the process that writes files (rank 0): JSONL logs, trackers and progress bars are
+        rank 0's; every rank fires every hook (and takes part in evaluation and probes)."""
         return self._t.is_main
+
+    @property
+    def rank(self) -> int:
+        """This process's rank under torchrun (0 in one process)."""
+        return dist.rank()
+
+    @property
+    def world_size(self) -> int:
+        """Processes training this run (1 without torchrun)."""
+        return dist.world_size()
+
+    @property
+    def strategy(self) -> str:
+        """How the run is parallelised: none (one process), ddp or fsdp (``model`` holds shards)."""
+        return self._t.strategy
+
+    def full_model(self) -> torch.nn.Module:
+        """``model`` with full weights on this device: itself, or under FSDP a gathered copy
+        (collective: every rank must call it at the same point). Probes copy this."""
+        return self._t.full_model()
 
     # actions (write)
     def log(self, metrics: dict[str, Any]) -> dict[str, Any]:

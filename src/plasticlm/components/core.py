@@ -9,7 +9,7 @@ import numpy as np
 
 from plasticlm.components.base import Component, LoopView
 from plasticlm.components.registry import register
-from plasticlm.evaluate import bits_per_byte, fixed_windows, sequence_losses
+from plasticlm.evaluate import bits_per_byte, fixed_windows, sequence_losses_across_ranks
 from plasticlm.optim import reset_optimizer_state
 from plasticlm.progress import progress_bar
 
@@ -61,8 +61,9 @@ class Evaluator(Component):
         perm = loop.stream.permutation(task_index) if loop.stream.kind == "permuted" else None
         for lang, windows in self.windows.items():
             w = perm[windows] if perm is not None and lang in loop.stream.sources else windows
-            loss = float(np.mean(sequence_losses(loop.model, w, loop.cfg.eval.batch_size, loop.device,
-                                                 loop.cfg.train.dtype)))
+            # split over ranks under torchrun: every rank takes part (a sharded model needs them all)
+            loss = float(np.mean(sequence_losses_across_ranks(loop.model, w, loop.cfg.eval.batch_size, loop.device,
+                                                              loop.cfg.train.dtype)))
             results[f"val/{lang}/loss"] = loss
             results[f"val/{lang}/bpb"] = bits_per_byte(loss, loop.data.bytes_per_token[lang])
         return results

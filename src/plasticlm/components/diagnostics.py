@@ -62,14 +62,15 @@ class Diagnostics(Component):
         self.points = set(probe_task_indices(cfg, s.num_tasks, s.tasks_per_cycle, s.tokens_per_task))
         self.log = loop.open_log(LOG)
         # theta_0 for the drift: the model as built, before any step (a resumed run rebuilds it the same way)
-        self.init_state = {k: v.detach().to("cpu", copy=True) for k, v in loop.model.state_dict().items()}
+        # (full weights: under FSDP a gathered copy, collective like every diagnostics row)
+        self.init_state = {k: v.detach().to("cpu", copy=True) for k, v in loop.full_model().state_dict().items()}
 
     def _row(self, loop: LoopView, task: Task | None, name: str) -> None:
         t0 = time.perf_counter()
         task_index = task.index if task is not None else 0
         probe, attn, attn_lang = held_out_windows(loop.cfg, loop.data, loop.gpt_config.vocab_size, self.options,
                                                   task_index)
-        diag = diagnose_model(loop.model, probe, attn, self.options, self.init_state, loop.device)
+        diag = diagnose_model(loop.full_model(), probe, attn, self.options, self.init_state, loop.device)
         cfg = loop.cfg
         settings = {**asdict(self.options), "attn_language": attn_lang,
                     "query_start": int(diag["diag/attn/query_start"]),

@@ -159,6 +159,10 @@ class Mitigations(Component):
                 "the settings of one method each, not all on at once. Run `plasticlm compare CONFIG` (or `plasticlm "
                 "sweep`); to train them together anyway, add --set sweep.methods=[]")
         self.methods: list[Mitigation] = build_all(cfg.mitigations, seed=cfg.train.seed)
+        if self.methods and loop.strategy == "fsdp":  # DDP: every rank applies them alike to the full weights
+            raise PlasticError(f"mitigations {[m.name for m in self.methods]} work on whole parameters in place and "
+                               "do not support dist.strategy = 'fsdp' (sharded parameters): use "
+                               "--set dist.strategy=ddp, or run without [mitigations]")
         self.log = loop.open_log("mitigations.jsonl") if self.methods else None
 
     def _each(self, hook: str, *args: Any) -> None:

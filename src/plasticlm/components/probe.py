@@ -44,7 +44,8 @@ class ProbeComponent(Component):
         if not (self.in_run and task.index in self.points):
             return
         name = checkpoint_name(task.index)
-        result = run_probe(loop.model, self.setup)
+        # every rank probes the same copy (the ranks stay in step; under FSDP a gathered one); rank 0 writes
+        result = run_probe(loop.full_model(), self.setup)
         if loop.is_main:
             atomic_write_bytes(loop.run_dir / "probes" / f"{name}.npz", result.npz_bytes())
             self.log.append(probe_row(name, task, loop.tokens, result, self.scratch))

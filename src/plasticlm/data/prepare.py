@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from plasticlm import dist
 from plasticlm.data import shards
 from plasticlm.data.build import LangBuild, build_languages, hash_is_val, route_salt, split_mask
 from plasticlm.data.corpus import build_corpus, iter_documents
@@ -144,6 +145,14 @@ def build_tasks(cfg: Config) -> int:
     if d.tasks:
         return d.tasks
     return (d.workers or os.cpu_count() or 1) if make_source(d).direct else 1
+
+
+def prepare_data_ranked(cfg: Config, progress: bool = True) -> PreparedData:
+    """``prepare_data`` under torchrun (one process: exactly it): rank 0 builds what is missing while
+    the other ranks wait, then they read the cache."""
+    data = prepare_data(cfg, progress=progress) if dist.is_main() else None
+    dist.barrier()
+    return data if data is not None else prepare_data(cfg, progress=False)
 
 
 def prepare_data(cfg: Config, languages: list[str] | None = None, progress: bool = True) -> PreparedData:

@@ -1,0 +1,185 @@
+"""One run on two CPU processes (gloo): DDP and FSDP2 against one process, exact resume, checkpoints
+across topologies, a non-finite loss on one rank, probes split over ranks."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from plasticlm import dist
+from plasticlm.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, verify_checkpoint, weights_hash
+from plasticlm.errors import PlasticError
+from plasticlm.evaluate import fixed_windows, sequence_losses
+from plasticlm.model import GPT, build_gpt_config
+from plasticlm.probe import probe_checkpoint
+from plasticlm.runlog import read_json, read_jsonl
+from plasticlm.train import resume, train
+from tests.distributed import Crash, run_ranks
+from tests.fakes import WITH_PROBES, fake_data, tiny_config
+
+pytestmark = pytest.mark.timeout(1800)  # minutes when the machine is shared; seconds alone
+
+BASE = ["optim.lr=1e-3"]
+"""A learning rate at which float rounding does not grow over the run: at the tiny preset's power-law
+LR (1.2e-2) even micro-batching one process moves the final losses by 2e-4 relative."""
+
+
+def _final_val(run_dir):
+    rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if "val/aa/loss" in r]
+    return {k: v for k, v in rows[-1].items() if k.startswith("val/") and k.endswith("/loss")}
+
+
+def _rows(run_dir):
+    return [{k: v for k, v in r.items() if not k.endswith(("tokens_per_s", "seconds"))}
+            for r in read_jsonl(run_dir / "metrics.jsonl")]
+
+
+def _weights(run_dir, ckpt=None):
+    """sha256 of the weights of a checkpoint loaded into a single-process model (any format)."""
+    model = GPT(build_gpt_config(tiny_config().model, fake_data().vocab_size))
+    load_checkpoint(ckpt or latest_checkpoint(run_dir), model, restore_rng=False)
+    return weights_hash(model), model
+
+
+def _close(a: dict, b: dict, rel: float) -> None:
+    assert a.keys() == b.keys() and a
+    for k in a:
+        assert a[k] == pytest.approx(b[k], rel=rel), k
+
+
+@pytest.fixture(scope="module")
+def single(tmp_path_factory):
+    """The one-process run every two-process run is compared with (global batch 4)."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("single") / "run"
+    train(tiny_config(*BASE), out, data=fake_data(), quiet=True)
+    return out
+
+
+def test_stream_ranks_split_each_global_batch_without_overlap():
+    from plasticlm.data.stream import LanguageStream
+
+    cfg = tiny_config("stream.kind=stationary")
+    data = fake_data()
+    streams = [LanguageStream(cfg.stream, data.train, 16, 4, 64, rank=r, world_size=2) for r in range(2)]
+    whole = LanguageStream(cfg.stream, data.train, 16, 4, 64)
+    for _ in range(7):
+        x, _y = whole.next_batch()
+        parts = [s.next_batch()[0] for s in streams]
+        assert np.array_equal(np.concatenate(parts), x)
+        assert not np.array_equal(parts[0], parts[1])
+    assert streams[0].state_dict() == whole.state_dict()  # the stream state is global: resume on any world
+
+
+def test_ddp_matches_one_process_resumes_exactly_and_on_one_process(single, tmp_path):
+    """Same global batch (4 = 2 ranks x 2 rows, in micro-batches of 1 with no_sync between them); a kill
+    and resume on two ranks is bit-identical; the 2-rank checkpoint continues on one process."""
+    full, cut = tmp_path / "full", tmp_path / "cut"
+    ddp = [*BASE, "dist.strategy=ddp", "train.micro_batch_size=1"]
+    run_ranks({"kind": "train", "run_dir": str(full), "overrides": ddp})
+    assert read_json(full / "run.json")["status"] == "done"
+    _close(_final_val(full), _final_val(single), rel=1e-4)
+    ckpt = latest_checkpoint(full)
+    meta = read_json(ckpt / "meta.json")
+    assert meta["dist"] == {"strategy": "ddp", "world_size": 2, "format": "full"}
+    assert len(torch.load(ckpt / "rng.pt", weights_only=True)["ranks"]) == 2  # RNG state per rank
+    assert verify_checkpoint(ckpt) == []
+
+    run_ranks({"kind": "train", "run_dir": str(cut), "overrides": ddp, "crash_at": 17})  # in task 3 of 6
+    assert read_json(cut / "run.json")["status"] == "interrupted"
+    assert latest_checkpoint(cut).name == "task-000002"
+    one = tmp_path / "one"
+    shutil.copytree(cut, one)
+    run_ranks({"kind": "resume", "run_dir": str(cut)})
+    assert read_json(cut / "run.json")["status"] == "done"
+    assert _weights(cut)[0] == _weights(full)[0]  # bit-identical on the same topology
+    assert _rows(cut) == _rows(full)
+    # the same checkpoint resumed by one process (another number of ranks): the same run up to rounding
+    resume(one, data=fake_data(), quiet=True)
+    assert read_json(one / "run.json")["status"] == "done"
+    _close(_final_val(one), _final_val(full), rel=1e-4)
+
+
+def test_nonfinite_loss_on_one_rank_stops_every_rank(tmp_path):
+    out = tmp_path / "nan"
+    run_ranks({"kind": "train", "run_dir": str(out), "overrides": [*BASE, "dist.strategy=ddp"], "poison": (1, 7)},
+              timeout=600)
+    assert (out / "nonfinite-rank0").exists() and (out / "nonfinite-rank1").exists()
+    info = read_json(out / "run.json")
+    assert info["status"] == "failed" and "at step 7" in info["error"]  # the poisoned batch (the 8th)
+    assert latest_checkpoint(out).name == "task-000000"
+
+
+def _fsdp_unsupported() -> str | None:
+    if dist.fully_shard is None:
+        return f"FSDP2 (torch.distributed.fsdp.fully_shard) is not in torch {torch.__version__}"
+    return None
+
+
+@pytest.mark.skipif(_fsdp_unsupported() is not None, reason=str(_fsdp_unsupported()))
+def test_fsdp_trains_checkpoints_and_loads_anywhere(single, tmp_path):
+    cut = tmp_path / "fsdp"
+    fsdp = [*BASE, "dist.strategy=fsdp"]
+    run_ranks({"kind": "train", "run_dir": str(cut), "overrides": fsdp, "crash_at": 17})
+    ckpt = latest_checkpoint(cut)
+    assert (ckpt / "dcp").is_dir() and not (ckpt / "model.safetensors").exists()
+    meta = read_json(ckpt / "meta.json")
+    assert meta["dist"] == {"strategy": "fsdp", "world_size": 2, "format": "sharded"}
+    assert any(n.startswith("dcp/") for n in meta["files"]) and verify_checkpoint(ckpt) == []  # shards checksummed
+    one = tmp_path / "one"
+    shutil.copytree(cut, one)
+    run_ranks({"kind": "resume", "run_dir": str(cut)})  # sharded state back onto two ranks
+    assert read_json(cut / "run.json")["status"] == "done"
+    _close(_final_val(cut), _final_val(single), rel=1e-4)  # FSDP2 trains the same run as one process
+    # the last checkpoint loads into one plain process and scores what the run logged
+    _, model = _weights(cut)
+    w = fixed_windows(fake_data().val["aa"], tiny_config().eval.sequences, 16)
+    assert float(np.mean(sequence_losses(model, w, 4, torch.device("cpu")))) == pytest.approx(
+        _final_val(cut)["val/aa/loss"], rel=1e-5)
+    # ... and a one-process resume of the sharded checkpoint (weights and optimizer) ends the same run
+    resume(one, data=fake_data(), quiet=True)
+    _close(_final_val(one), _final_val(single), rel=1e-4)
+
+
+@pytest.mark.slow  # another topology change (1 -> 2 ranks); 2 -> 1 is in the fast DDP and FSDP tests
+@pytest.mark.skipif(_fsdp_unsupported() is not None, reason=str(_fsdp_unsupported()))
+def test_one_process_checkpoint_resumes_under_fsdp(single, tmp_path):
+    """A one-process checkpoint (safetensors + optim.pt) continues on two FSDP ranks."""
+    out = tmp_path / "run"
+    with contextlib.suppress(KeyboardInterrupt):
+        train(tiny_config(*BASE), out, data=fake_data(), components=[Crash(12)], quiet=True)
+    run_ranks({"kind": "resume", "run_dir": str(out), "overrides": ["dist.strategy=fsdp"]})
+    assert (latest_checkpoint(out) / "dcp").is_dir()
+    _close(_final_val(out), _final_val(single), rel=1e-4)
+
+
+@pytest.mark.slow  # a run, then two ranks probing it
+def test_probe_run_dir_splits_checkpoints_over_ranks(tmp_path):
+    out = tmp_path / "run"
+    cfg = tiny_config(WITH_PROBES, "probe.in_run=false", "probe.steps=2", "probe.eval_every=1", "probe.sequences=4",
+                      "probe.scratch_baseline=false")
+    train(cfg, out, data=fake_data(), quiet=True)
+    names = [p.name for p in list_checkpoints(out)]
+    assert {"task-000002", "task-000005"} <= set(names)
+    run_ranks({"kind": "probe", "run_dir": str(out)})
+    rows = read_jsonl(out / "probes.jsonl")
+    assert sorted(r["checkpoint"] for r in rows) == ["task-000002", "task-000005"]
+    assert all((out / "probes" / f"{r['checkpoint']}.npz").exists() for r in rows)
+    again = probe_checkpoint(out, "task-000005", data=fake_data())
+    assert again["auc"] == pytest.approx(next(r for r in rows if r["checkpoint"] == "task-000005")["auc"], rel=1e-9)
+
+
+def test_several_processes_need_a_strategy(monkeypatch):
+    monkeypatch.setattr(dist, "world_size", lambda: 2)
+    with pytest.raises(PlasticError, match="dist.strategy=ddp"):
+        dist.check_strategy(tiny_config().dist)
+    dist.check_strategy(tiny_config("dist.strategy=ddp").dist)
+
+
+def test_resume_accepts_only_dist_overrides(single):
+    with pytest.raises(PlasticError, match="dist.\\* keys only"):
+        resume(single, data=fake_data(), quiet=True, overrides=["optim.lr=1"])
