@@ -183,3 +183,34 @@ def test_several_processes_need_a_strategy(monkeypatch):
 def test_resume_accepts_only_dist_overrides(single):
     with pytest.raises(PlasticError, match="dist.\\* keys only"):
         resume(single, data=fake_data(), quiet=True, overrides=["optim.lr=1"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", [
+    ("mitigations.l2_init.strength=0.01",),
+    ("mitigations.shrink_perturb.shrink=0.999", "mitigations.shrink_perturb.sigma=1e-3"),
+    ("mitigations.redo.every=5", "mitigations.redo.tau=0.5"),
+], ids=["l2_init", "shrink_perturb", "redo_held_out"])
+def test_mitigations_under_ddp_keep_the_ranks_equal_and_match_one_process(method, tmp_path):
+    """A mitigation under DDP acts alike on every rank (its random stream is the run's, not the rank's),
+    so the replicas stay equal and the run matches one process with the same global batch."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    train(tiny_config(*BASE, *method), one, data=fake_data(), quiet=True)
+    run_ranks({"kind": "train", "run_dir": str(two),
+               "overrides": [*BASE, *method, "dist.strategy=ddp", "train.micro_batch_size=1"]})
+    assert read_json(two / "run.json")["status"] == "done"
+    _close(_final_val(two), _final_val(one), rel=1e-4)
+
+
+def test_methods_whose_statistics_are_per_rank_are_refused_under_ddp():
+    """CBP (and ReDo on the training batch) read this rank's activations: refused under DDP with the fix
+    (a 2-rank CBP run ended 4e-4 away from one process before this check)."""
+    from plasticlm.components.mitigations import ddp_problems
+    from plasticlm.mitigations import build_all
+
+    bad = ddp_problems(build_all({"cbp": {"replacement_rate": 0.05}, "redo": {"every": 5, "batch": "train"},
+                                  "l2_init": {"strength": 0.01}}))
+    assert len(bad) == 2 and "mitigations.cbp" in bad[0] and "one process" in bad[0]
+    assert "mitigations.redo" in bad[1] and "held_out" in bad[1]
+    assert ddp_problems(build_all({"redo": {"every": 5}, "l2_init": {"strength": 0.01}, "fire": {},
+                                   "shrink_perturb": {"shrink": 0.999}})) == []
