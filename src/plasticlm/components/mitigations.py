@@ -222,20 +222,11 @@ class Mitigations(Component):
 
 
 def ddp_problems(methods: list[Mitigation]) -> list[str]:
-    """Methods that cannot run under DDP as they are: their statistics come from the activations of
-    this rank's rows of the batch (CBP's utilities, ReDo's scores on ``batch = "train"``), so the ranks
-    would reset different units and the replicas drift apart (a 2-rank test measured CBP 4e-4 away
-    from one process). Methods that read weights, all-reduced gradients, a held-out batch or the
-    run's own random stream act alike on every rank."""
-    out = []
-    for m in methods:
-        if m.name == "cbp" or (m.name == "redo" and getattr(m.cfg, "batch", "") == "train"):
-            what = "CBP's utilities" if m.name == "cbp" else "ReDo's scores on the training batch"
-            fix = ("run it on one process" if m.name == "cbp"
-                   else "set mitigations.redo.batch = \"held_out\" (the default), or run on one process")
-            out.append(f"mitigations.{m.name} does not support dist.strategy = 'ddp': {what} come from this rank's "
-                       f"rows of the batch, so the ranks would reset different units; {fix}")
-    return out
+    """The methods that cannot run under DDP as they are (``Mitigation.rank_local_statistics``): the
+    ranks would reset different units and the replicas drift apart (a 2-rank test measured CBP 4e-4
+    away from one process)."""
+    return [f"mitigations.{m.name} does not support dist.strategy = 'ddp': {why}"
+            for m in methods if (why := m.rank_local_statistics()) is not None]
 
 
 def describe_run(methods: list[Mitigation], loop: LoopView) -> dict[str, Any]:

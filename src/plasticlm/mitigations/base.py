@@ -123,6 +123,12 @@ class Mitigation:
         before the stream and schedule are built; most methods need none."""
         return {}
 
+    def rank_local_statistics(self) -> str | None:
+        """Under DDP: what the method reads from this rank's rows of the batch, with the fix, or None
+        when it acts alike on every rank (it reads weights, all-reduced gradients, a held-out batch or
+        its own generator). Such a method would reset different units on different ranks."""
+        return None
+
     # ------------------------------------------------------------------ accounting
     def extra_flops_per_step(self, config: GPTConfig, tokens_per_step: int, steps_per_task: int) -> float:
         """Extra FLOPs per optimizer step on a model of ``config``, work done once per task or every

@@ -130,6 +130,9 @@ class CBP(Mitigation):
         self._acc = [None] * len(self._acc)
         self._tokens = [0] * len(self._tokens)
 
+    def rank_local_statistics(self) -> str | None:
+        return "CBP's utilities come from this rank's rows of the batch; run it on one process"
+
     def extra_flops_per_step(self, config, tokens_per_step: int, steps_per_task: int) -> float:
         # |h| and its sum over tokens, |W_proj| and its column sums, the running-utility update
         n = 4 * config.d_model

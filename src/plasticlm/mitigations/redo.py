@@ -110,6 +110,12 @@ class ReDo(Mitigation):
             self.resets += idx.numel()
             self.last_reset.append(idx)
 
+    def rank_local_statistics(self) -> str | None:
+        if self.cfg.batch != "train":
+            return None
+        return ("ReDo's scores on the training batch come from this rank's rows of it; set mitigations.redo.batch = "
+                "\"held_out\" (the default), or run on one process")
+
     def extra_flops_per_step(self, config, tokens_per_step: int, steps_per_task: int) -> float:
         if self.cfg.every <= 0:
             return 0.0
