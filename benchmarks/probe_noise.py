@@ -33,8 +33,9 @@ import torch
 
 from plasticlm.checkpoint import checkpoints_dir, load_checkpoint
 from plasticlm.config import load_config
+from plasticlm.cpu import configure_cpu
 from plasticlm.data.prepare import prepare_data
-from plasticlm.model import GPT, build_gpt_config, configure_cpu, non_embedding_params
+from plasticlm.model import GPT, build_gpt_config, non_embedding_params
 from plasticlm.onset import find_onset
 from plasticlm.optim import peak_lr
 from plasticlm.probe import ProbeSetup, _probe_once, probe_task_indices, replicate_offset

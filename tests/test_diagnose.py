@@ -30,7 +30,7 @@ PROBE = ("probe.steps=6", "probe.eval_every=2", "probe.sequences=4", WITH_PROBES
 
 @pytest.fixture(autouse=True)
 def _denormals_back():
-    """Training and diagnose flush denormals (model.configure_cpu), a process-wide CPU flag; later test
+    """Training and diagnose flush denormals (cpu.configure_cpu), a process-wide CPU flag; later test
     modules (hypothesis in test_diagnostics.py) need IEEE subnormals back."""
     yield
     torch.set_flush_denormal(False)

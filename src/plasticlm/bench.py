@@ -20,7 +20,8 @@ import numpy as np
 import torch
 
 from plasticlm.config import OptimConfig
-from plasticlm.model import GPT, configure_cpu, flops_per_token, from_preset, non_embedding_params
+from plasticlm.cpu import configure_cpu
+from plasticlm.model import GPT, flops_per_token, from_preset, non_embedding_params
 from plasticlm.optim import build_optimizer
 from plasticlm.step import compile_for_training, resolve_compile, resolve_device, resolve_dtype, train_step
 from plasticlm.units import gpu_peak_tflops

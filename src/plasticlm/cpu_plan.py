@@ -26,8 +26,9 @@ import numpy as np
 import torch
 
 from plasticlm.config import Config
+from plasticlm.cpu import configure_cpu
 from plasticlm.evaluate import sequence_losses
-from plasticlm.model import GPT, build_gpt_config, configure_cpu
+from plasticlm.model import GPT, build_gpt_config
 from plasticlm.optim import build_optimizer
 from plasticlm.plan import StudyPlan
 from plasticlm.step import clip_and_step, forward_backward

@@ -50,13 +50,14 @@ from plasticlm import diagnostics as D
 from plasticlm.analysis import load_probes
 from plasticlm.checkpoint import checkpoints_dir, load_checkpoint
 from plasticlm.config import from_dict, load_config
+from plasticlm.cpu import configure_cpu
 from plasticlm.data.prepare import prepare_data
 from plasticlm.data.stream import LanguageStream
 from plasticlm.diagnostics_analysis import analyse_run
 from plasticlm.errors import DataError, PlasticError
 from plasticlm.evaluate import fixed_windows
 from plasticlm.forgetting import forgetting_from_run
-from plasticlm.model import GPT, GPTConfig, build_gpt_config, configure_cpu
+from plasticlm.model import GPT, GPTConfig, build_gpt_config
 from plasticlm.probe import pending_checkpoints
 from plasticlm.progress import progress_bar
 from plasticlm.runlog import JsonlLog, read_json, read_jsonl

@@ -299,9 +299,3 @@ def softmax_cross_entropy(logits_NV: torch.Tensor, targets_N: torch.Tensor) -> t
     """
     return _SoftmaxCrossEntropy.apply(logits_NV, targets_N)
 
-
-def configure_cpu(threads: int = 0) -> None:
-    """Flush denormals on CPU: with tiny weights a step ran 6x slower without it (data-sources.md)."""
-    torch.set_flush_denormal(True)
-    if threads > 0:
-        torch.set_num_threads(threads)

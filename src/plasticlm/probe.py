@@ -49,12 +49,13 @@ import torch
 from plasticlm import dist
 from plasticlm.checkpoint import checkpoints_dir, list_checkpoints, load_checkpoint
 from plasticlm.config import Config, StreamConfig, load_config
+from plasticlm.cpu import configure_cpu
 from plasticlm.data.paths import home_dir
 from plasticlm.data.prepare import prepare_data, prepare_data_ranked
 from plasticlm.data.stream import LanguageStream, Task, task_count
 from plasticlm.errors import DataError, NonFiniteLoss, PlasticError
 from plasticlm.evaluate import fixed_windows, sequence_losses
-from plasticlm.model import GPT, GPTConfig, build_gpt_config, configure_cpu, non_embedding_params
+from plasticlm.model import GPT, GPTConfig, build_gpt_config, non_embedding_params
 from plasticlm.onset import auc as probe_auc
 from plasticlm.onset import dauc
 from plasticlm.optim import LRSchedule, build_optimizer, peak_lr, set_lr

@@ -45,12 +45,12 @@ from huggingface_hub import snapshot_download
 from torch import nn
 
 from plasticlm.config import Config, dumps_json, load_config
+from plasticlm.cpu import configure_cpu
 from plasticlm.data.paths import home_dir, read_cached_json
 from plasticlm.data.prepare import prepare_data
 from plasticlm.data.stream import Task
 from plasticlm.errors import PlasticError
 from plasticlm.hf import MARKER
-from plasticlm.model import configure_cpu
 from plasticlm.onset import dauc, find_onset, onset_ci_from_curves, onset_document
 from plasticlm.optim import peak_lr
 from plasticlm.probe import ProbeResult, ProbeSetup, probe_row, run_probe

@@ -38,12 +38,13 @@ from typing import Any
 
 from plasticlm.analysis import onset_from_run, onset_of_seeds
 from plasticlm.config import Config, dumps_toml, loads_toml, to_dict
+from plasticlm.cpu import configure_cpu
 from plasticlm.data.needs import served_tokens_per_task
 from plasticlm.data.prepare import prepare_data
 from plasticlm.data.stream import steps_per_task, task_count
 from plasticlm.errors import PlasticError
 from plasticlm.launch import run_on_cluster
-from plasticlm.model import build_gpt_config, configure_cpu, non_embedding_params
+from plasticlm.model import build_gpt_config, non_embedding_params
 from plasticlm.probe import pending_checkpoints, probe_run_dir
 from plasticlm.progress import progress_bar
 from plasticlm.records import (

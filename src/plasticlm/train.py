@@ -36,12 +36,13 @@ from plasticlm.checkpoint import (
 from plasticlm.components import Component, Components, LoopView, build_components
 from plasticlm.components.mitigations import run_config
 from plasticlm.config import Config, load_config, to_dict
+from plasticlm.cpu import configure_cpu
 from plasticlm.data.needs import check_reuse, format_reuse
 from plasticlm.data.prepare import prepare_data_ranked
 from plasticlm.data.stream import LanguageStream, Task
 from plasticlm.errors import NonFiniteLoss, PlasticError
 from plasticlm.hf import load_gpt2_into
-from plasticlm.model import GPT, build_gpt_config, configure_cpu, non_embedding_params
+from plasticlm.model import GPT, build_gpt_config, non_embedding_params
 from plasticlm.optim import LRSchedule, build_optimizer, peak_lr, set_lr
 from plasticlm.rundir import check_new_run_dir, data_fingerprint, file_logging, init_run_dir, update_run_json
 from plasticlm.runlock import main_lock
@@ -68,7 +69,7 @@ class Trainer:
         self.run_dir = Path(run_dir)
         self.data = data
         self.quiet = quiet
-        configure_cpu(cfg.train.threads)
+        configure_cpu(cfg.train.threads, cfg.train.malloc)
         self.device = resolve_device(cfg.train.device)
         dist.init_from_env(cfg.dist, self.device)  # under torchrun: join the group (dist.py)
         dist.check_strategy(cfg.dist)
