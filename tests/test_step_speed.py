@@ -9,47 +9,79 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from plasticlm import model as model_module
 from plasticlm.cli import main
 from plasticlm.config import OptimConfig, load_config
 from plasticlm.errors import ConfigError
-from plasticlm.model import GPT, UNDERFLOW_P, from_preset, softmax_cross_entropy
+from plasticlm.model import GPT, UNDERFLOW_P, from_preset, linear_cross_entropy
 from plasticlm.optim import build_optimizer
 from plasticlm.step import autocast_context, compile_for_training, resolve_compile, resolve_dtype
 
 CPU, CUDA = torch.device("cpu"), torch.device("cuda", 0)
 
 
-def test_softmax_cross_entropy_matches_torch_in_value_and_gradient():
+@pytest.fixture
+def small_chunks(monkeypatch):
+    """Chunks of 16 rows (the minimum) at a 64-token vocabulary: several chunks and a ragged last one."""
+    monkeypatch.setattr(model_module, "LOSS_CHUNK_ELEMENTS", 16 * 64)
+
+
+def _reference(h, w, targets):
+    h, w = h.detach().clone().requires_grad_(), w.detach().clone().requires_grad_()
+    loss = F.cross_entropy(h @ w.t(), targets)
+    loss.backward()
+    return loss, h.grad, w.grad
+
+
+def test_linear_cross_entropy_matches_torch_in_value_and_gradients(small_chunks):
     gen = torch.Generator().manual_seed(0)
-    logits = (torch.randn(96, 50, generator=gen) * 4).requires_grad_()
-    targets = torch.randint(0, 50, (96,), generator=gen)
-    ref = F.cross_entropy(logits, targets)
-    ref.backward()
-    ref_grad, logits.grad = logits.grad, None
-    ours = softmax_cross_entropy(logits, targets)
+    h = (torch.randn(90, 12, generator=gen) * 2).requires_grad_()  # 90 rows: 5 chunks of 16 and one of 10
+    w = torch.randn(64, 12, generator=gen).requires_grad_()
+    targets = torch.randint(0, 64, (90,), generator=gen)
+    ref, ref_h, ref_w = _reference(h, w, targets)
+    ours = linear_cross_entropy(h, w, targets)
     ours.backward()
     assert torch.allclose(ours, ref, rtol=1e-6, atol=1e-6)
-    assert torch.allclose(logits.grad, ref_grad, rtol=1e-5, atol=1e-8)
+    assert torch.allclose(h.grad, ref_h, rtol=1e-5, atol=1e-7)
+    assert torch.allclose(w.grad, ref_w, rtol=1e-5, atol=1e-7)
 
 
-def test_softmax_cross_entropy_stays_exact_where_the_target_probability_underflows():
+def test_linear_cross_entropy_scales_by_the_incoming_gradient_and_computes_no_gradient_without_grad_mode():
+    gen = torch.Generator().manual_seed(1)
+    h, w = torch.randn(20, 8, generator=gen, requires_grad=True), torch.randn(30, 8, generator=gen, requires_grad=True)
+    targets = torch.randint(0, 30, (20,), generator=gen)
+    (linear_cross_entropy(h, w, targets) * 0.25).backward()  # a micro-batch's share of the mean
+    _, ref_h, ref_w = _reference(h, w, targets)
+    assert torch.allclose(h.grad, ref_h * 0.25, rtol=1e-5) and torch.allclose(w.grad, ref_w * 0.25, rtol=1e-5)
+    with torch.no_grad():  # evaluation: the loss alone, equal to the training path's
+        assert linear_cross_entropy(h, w, targets).item() == pytest.approx(F.cross_entropy(h @ w.t(), targets).item())
+
+
+def test_linear_cross_entropy_stays_exact_where_the_target_probability_underflows():
     # target probabilities of about e^-300 and e^-20000: -log p would be inf in float32
     logits = torch.tensor([[0.0, 200.0, -100.0], [1e4, -1e4, 0.0], [1.0, 2.0, 3.0]])
     targets = torch.tensor([2, 1, 0])
     assert torch.exp(torch.log_softmax(logits, -1)[0, 2]) < UNDERFLOW_P
-    assert softmax_cross_entropy(logits, targets).item() == pytest.approx(F.cross_entropy(logits, targets).item())
+    h = torch.eye(3).requires_grad_()  # h W^T = the logits, with W = logits^T
+    loss = linear_cross_entropy(h, logits.t().contiguous(), targets)
+    assert loss.item() == pytest.approx(F.cross_entropy(logits, targets).item())
+    loss.backward()
+    assert torch.isfinite(h.grad).all()
 
 
-def test_softmax_cross_entropy_supports_a_second_and_a_double_backward():
-    # the in-place fast path runs once; retain_graph and create_graph (Hessian diagnostics) recompute
-    logits = torch.randn(6, 7, dtype=torch.float64, requires_grad=True)
-    targets = torch.tensor([1, 3, 0, 6, 2, 2])
-    assert torch.autograd.gradcheck(lambda z: softmax_cross_entropy(z, targets), (logits,))
-    assert torch.autograd.gradgradcheck(lambda z: softmax_cross_entropy(z, targets), (logits,))
-    loss = softmax_cross_entropy(logits, targets)
-    first = torch.autograd.grad(loss, logits, retain_graph=True)[0]
-    second = torch.autograd.grad(loss, logits)[0]
-    assert torch.allclose(first, second)
+def test_linear_cross_entropy_supports_a_second_and_a_double_backward(small_chunks):
+    # the saved gradients serve any number of first-order backwards; create_graph (Hessian diagnostics)
+    # recomputes with differentiable ops
+    gen = torch.Generator().manual_seed(2)
+    h = torch.randn(20, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    w = torch.randn(64, 5, dtype=torch.float64, generator=gen, requires_grad=True)
+    targets = torch.randint(0, 64, (20,), generator=gen)
+    assert torch.autograd.gradcheck(lambda a, b: linear_cross_entropy(a, b, targets), (h, w))
+    assert torch.autograd.gradgradcheck(lambda a, b: linear_cross_entropy(a, b, targets), (h, w))
+    loss = linear_cross_entropy(h, w, targets)
+    first = torch.autograd.grad(loss, (h, w), retain_graph=True)
+    second = torch.autograd.grad(loss, (h, w))
+    assert all(torch.equal(a, b) for a, b in zip(first, second))
 
 
 def _trained(fused_loss: bool, impl: str, steps: int = 3) -> tuple[list[float], dict[str, torch.Tensor]]:

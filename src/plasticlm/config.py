@@ -61,9 +61,9 @@ class ModelConfig:
     init_std: float = opt(0.02, "Std of the N(0, std) init; residual projections get std/sqrt(2*n_layer).")
     gelu: Literal["exact", "tanh"] = opt("exact", "GeLU variant in the MLP.")
     fused_loss: bool = opt(
-        True, "Training loss on CPU from one softmax pass (model.softmax_cross_entropy, faster than "
-        "F.cross_entropy there, equal to float rounding); false = F.cross_entropy. CUDA always uses "
-        "F.cross_entropy. README 'Step speed'.",
+        True, "Output projection and loss on CPU in one pass with their gradients, in cached row chunks "
+        "(model.linear_cross_entropy, faster than lm_head + F.cross_entropy there, equal to float rounding); "
+        "false = lm_head + F.cross_entropy. CUDA and autocast always use F.cross_entropy. README 'Step speed'.",
     )
     init_from: str = opt(
         "", "A transformers GPT-2 directory (e.g. written by `plasticlm export`) whose weights start the run "

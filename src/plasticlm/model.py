@@ -242,13 +242,13 @@ class GPT(nn.Module):
         x_BTD = self.wte(idx_BT) + self.wpe(pos_T)
         for block in self.blocks:
             x_BTD = block(x_BTD)
-        logits_BTV = self.lm_head(self.ln_f(x_BTD))
+        h_BTD = self.ln_f(x_BTD)
         if targets_BT is None:
-            return logits_BTV
-        logits_NV, targets_N = logits_BTV.float().view(B * T, -1), targets_BT.reshape(B * T)
-        if self.config.fused_loss and logits_NV.device.type == "cpu":
-            return softmax_cross_entropy(logits_NV, targets_N)
-        return F.cross_entropy(logits_NV, targets_N)
+            return self.lm_head(h_BTD)
+        h_ND, targets_N = h_BTD.view(B * T, -1), targets_BT.reshape(B * T)
+        if self.config.fused_loss and h_ND.device.type == "cpu" and not torch.is_autocast_enabled("cpu"):
+            return linear_cross_entropy(h_ND, self.lm_head.weight, targets_N)
+        return F.cross_entropy(self.lm_head(h_ND).float(), targets_N)
 
 
 UNDERFLOW_P = 1e-30
@@ -256,46 +256,75 @@ UNDERFLOW_P = 1e-30
 1e-38, and to 0 with flushed denormals): those rows take the exact log-sum-exp path instead."""
 
 
-class _SoftmaxCrossEntropy(torch.autograd.Function):
-    """Mean cross-entropy from one softmax pass; the backward turns the saved softmax into the gradient
-    (p - onehot) / N in place. A second backward (retain_graph) or a double backward (create_graph, the
-    Hessian diagnostics) recomputes the softmax from the saved logits with differentiable ops instead."""
+LOSS_CHUNK_ELEMENTS = 1 << 18
+"""Logits computed at a time by ``linear_cross_entropy``: 256 rows of a 1,024-token vocabulary (1 MiB),
+which stay in a core's cache between the matmul, the softmax and the gradient's two matmuls."""
+
+
+class _LinearCrossEntropy(torch.autograd.Function):
+    """Mean cross-entropy of the logits h W^T, with the gradients for h and W computed in the same pass.
+
+    Row chunk by row chunk: logits = h_c W^T, p = softmax(logits), the loss -log p[target], then
+    g = p - onehot (in place) and grad_h_c = g W, grad_W += g^T h_c. The full logits are never stored.
+    The backward scales the two saved gradients by the incoming gradient / N. A double backward
+    (create_graph, the Hessian diagnostics) recomputes with differentiable ops instead."""
 
     @staticmethod
-    def forward(ctx, logits_NV: torch.Tensor, targets_N: torch.Tensor) -> torch.Tensor:
-        p_NV = torch.softmax(logits_NV, dim=-1)
-        p_target_N = p_NV.gather(1, targets_N[:, None]).squeeze(1)
-        nll_N = -torch.log(p_target_N)
-        small_N = p_target_N < UNDERFLOW_P
-        if bool(small_N.any()):  # a confidently wrong row: the exact path for it alone
-            rows = small_N.nonzero().squeeze(1)
-            nll_N[rows] = torch.logsumexp(logits_NV[rows], dim=-1) - logits_NV[rows, targets_N[rows]]
-        ctx.save_for_backward(logits_NV, targets_N)
-        ctx.p_NV = p_NV  # not saved_tensors: the first backward overwrites it (and then drops it)
+    def forward(ctx, h_ND: torch.Tensor, w_VD: torch.Tensor, targets_N: torch.Tensor, with_grads: bool):
+        N, V = len(targets_N), w_VD.shape[0]
+        need_h, need_w = with_grads and ctx.needs_input_grad[0], with_grads and ctx.needs_input_grad[1]
+        grad_h = torch.empty_like(h_ND) if need_h else None
+        grad_w = torch.zeros_like(w_VD) if need_w else None
+        nll_N = h_ND.new_empty(N)
+        rows = max(16, LOSS_CHUNK_ELEMENTS // V)
+        for i in range(0, N, rows):
+            h_CD, t_C1 = h_ND[i : i + rows], targets_N[i : i + rows, None]
+            logits_CV = h_CD @ w_VD.t()
+            p_CV = torch.softmax(logits_CV, dim=-1)
+            p_target_C = p_CV.gather(1, t_C1).squeeze(1)
+            nll_C = nll_N[i : i + rows]
+            torch.log(p_target_C, out=nll_C).neg_()
+            small_C = p_target_C < UNDERFLOW_P
+            if bool(small_C.any()):  # a confidently wrong row: the exact path for it alone
+                r = small_C.nonzero().squeeze(1)
+                nll_C[r] = torch.logsumexp(logits_CV[r], dim=-1) - logits_CV[r, t_C1[r, 0]]
+            if need_h or need_w:
+                g_CV = p_CV.scatter_add_(1, t_C1, p_CV.new_full((len(t_C1), 1), -1.0))  # p - onehot
+                if need_h:
+                    torch.mm(g_CV, w_VD, out=grad_h[i : i + rows])
+                if need_w:
+                    grad_w.addmm_(g_CV.t(), h_CD)
+        ctx.save_for_backward(h_ND, w_VD, targets_N)
+        ctx.grads = (grad_h, grad_w)
         return nll_N.mean()
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        logits_NV, targets_N = ctx.saved_tensors
-        p_NV, ctx.p_NV = ctx.p_NV, None
-        if p_NV is None or torch.is_grad_enabled():
-            p_NV = torch.softmax(logits_NV, dim=-1)
+        h_ND, w_VD, targets_N = ctx.saved_tensors
         scale = grad / len(targets_N)
-        onehot = torch.zeros((len(targets_N), 1), dtype=p_NV.dtype, device=p_NV.device) - scale
-        if torch.is_grad_enabled():
-            return (p_NV * scale).scatter_add(1, targets_N[:, None], onehot), None
-        return p_NV.mul_(scale).scatter_add_(1, targets_N[:, None], onehot), None  # in place: no second V-wide tensor
+        if torch.is_grad_enabled():  # create_graph: differentiable in h, W and the incoming gradient
+            p_NV = torch.softmax(h_ND @ w_VD.t(), dim=-1)
+            g_NV = (p_NV * scale).scatter_add(1, targets_N[:, None], (-scale).expand(len(targets_N), 1))
+            return g_NV @ w_VD, g_NV.t() @ h_ND, None, None
+        grad_h, grad_w = ctx.grads
+        if (ctx.needs_input_grad[0] and grad_h is None) or (ctx.needs_input_grad[1] and grad_w is None):
+            raise RuntimeError("linear_cross_entropy: the loss was computed without gradients (under no_grad)")
+        return (grad_h * scale if grad_h is not None else None, grad_w * scale if grad_w is not None else None,
+                None, None)
 
 
-def softmax_cross_entropy(logits_NV: torch.Tensor, targets_N: torch.Tensor) -> torch.Tensor:
-    """``F.cross_entropy(logits_NV, targets_N)`` (mean, no ignore index) to float rounding, faster on CPU.
+def linear_cross_entropy(h_ND: torch.Tensor, w_VD: torch.Tensor, targets_N: torch.Tensor) -> torch.Tensor:
+    """``F.cross_entropy(h_ND @ w_VD.T, targets_N)`` (mean, no ignore index) to float rounding, faster on CPU.
 
-    torch's CPU cross-entropy runs log_softmax, which is several times slower there than softmax; at the
-    micro presets (width 16..96, vocabulary 1,024) the loss was about half of a training step. This
-    computes -log softmax(logits)[target] from one softmax pass and the gradient softmax - onehot from
-    the same saved tensor (``model.fused_loss``; README "Step speed"). Rows whose target probability
-    underflows (below ``UNDERFLOW_P``) are recomputed with log-sum-exp, so the loss stays finite and
-    exact where F.cross_entropy's is.
+    The loss head of ``model.fused_loss`` (README "Step speed"). On CPU at the micro presets (width
+    16..96, vocabulary 1,024) the output projection and the loss were a third of a training step:
+    torch's cross-entropy goes through log_softmax, several times slower there than softmax, and the
+    8 MiB logits of a 16 x 128 batch leave the cache between the matmul, the loss and the backward's
+    two matmuls. This computes the loss from one softmax pass and both gradients (p - onehot) W and
+    (p - onehot)^T h in the same pass, in row chunks that stay in cache (``LOSS_CHUNK_ELEMENTS``). Rows
+    whose target probability underflows (below ``UNDERFLOW_P``) take the exact log-sum-exp path, so
+    the loss stays finite and exact where F.cross_entropy's is. Without grad mode (evaluation) only
+    the loss is computed.
     """
-    return _SoftmaxCrossEntropy.apply(logits_NV, targets_N)
-
+    with_grads = torch.is_grad_enabled() and (h_ND.requires_grad or w_VD.requires_grad)
+    return _LinearCrossEntropy.apply(h_ND, w_VD, targets_N, with_grads)
