@@ -12,6 +12,7 @@ import torch
 
 from plasticlm import dist
 from plasticlm.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, verify_checkpoint, weights_hash
+from plasticlm.diagnose import diagnose_checkpoint, diagnose_run_dir
 from plasticlm.errors import PlasticError
 from plasticlm.evaluate import fixed_windows, sequence_losses
 from plasticlm.model import GPT, build_gpt_config
@@ -140,9 +141,40 @@ def test_fsdp_trains_checkpoints_and_loads_anywhere(single, tmp_path):
     w = fixed_windows(fake_data().val["aa"], tiny_config().eval.sequences, 16)
     assert float(np.mean(sequence_losses(model, w, 4, torch.device("cpu")))) == pytest.approx(
         _final_val(cut)["val/aa/loss"], rel=1e-5)
+    assert diagnose_checkpoint(latest_checkpoint(cut), data=fake_data())["diag/params/mean_abs"] > 0  # and diagnoses
     # ... and a one-process resume of the sharded checkpoint (weights and optimizer) ends the same run
     resume(one, data=fake_data(), quiet=True)
     _close(_final_val(one), _final_val(single), rel=1e-4)
+
+
+@pytest.mark.slow  # two ranks with diagnostics, then two diagnoses: 25-45 s on a shared machine
+@pytest.mark.skipif(_fsdp_unsupported() is not None, reason=str(_fsdp_unsupported()))
+def test_diagnostics_under_fsdp_are_written_once_and_match_diagnose_in_one_process(tmp_path):
+    """The diagnostics component under FSDP diagnoses a gathered full copy on every rank; rank 0 alone
+    writes each row, and a probe point's row equals what `plasticlm diagnose` computes in one process
+    from that point's sharded checkpoint (up to float rounding: most values are bit-equal, the rest
+    within 2e-7 relative). With every_steps = 10 the step rows are also written once, and the one at the
+    last step equals the last task's row (the same weights)."""
+    out = tmp_path / "fsdp"
+    run_ranks({"kind": "train", "run_dir": str(out), "overrides": [
+        *BASE, "dist.strategy=fsdp", "train.keep_last=10", "components.diagnostics.every_steps=10",
+        "train.components=[task_reset, train_metrics, evaluate, diagnostics]"]})
+    assert read_json(out / "run.json")["status"] == "done"
+    rows = {r["checkpoint"]: r for r in read_jsonl(out / "diagnostics.jsonl")}
+    assert len(read_jsonl(out / "diagnostics.jsonl")) == len(rows) == 5  # each once: not one row per rank
+    assert list(rows) == ["step-00000010", "task-000002", "step-00000020", "step-00000030", "task-000005"]
+
+    def diag(row):
+        return {k: v for k, v in row.items() if k.startswith("diag/")}
+
+    data = fake_data()
+    for name in ("task-000002", "task-000005"):
+        assert (out / "checkpoints" / name / "dcp").is_dir()  # sharded, loaded into one process
+        post = diagnose_checkpoint(out / "checkpoints" / name, data=data)
+        assert post["tokens_seen"] == rows[name]["tokens_seen"] and post["settings"] == rows[name]["settings"]
+        assert len(diag(post)) > 100 and diag(rows[name]) == pytest.approx(diag(post), rel=1e-6, abs=1e-9), name
+    assert diag(rows["step-00000030"]) == diag(rows["task-000005"])
+    assert diagnose_run_dir(out, data=data, progress=False) == []  # the probe points are done
 
 
 @pytest.mark.slow  # another topology change (1 -> 2 ranks); 2 -> 1 is in the fast DDP and FSDP tests

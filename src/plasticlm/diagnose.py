@@ -54,6 +54,7 @@ from plasticlm.cpu import configure_cpu
 from plasticlm.data.prepare import prepare_data
 from plasticlm.data.stream import LanguageStream
 from plasticlm.diagnostics_analysis import analyse_run
+from plasticlm.dist_checkpoint import checkpoint_format
 from plasticlm.errors import DataError, PlasticError
 from plasticlm.evaluate import fixed_windows
 from plasticlm.forgetting import forgetting_from_run
@@ -374,9 +375,10 @@ def diagnose_checkpoint(path: str | Path, data: Any = None, options: DiagnoseOpt
     ``device`` ('' = the run's ``train.device``)."""
 
     path = Path(path)
-    if not (path / "meta.json").exists() or not (path / "model.safetensors").exists():
-        raise PlasticError(f"{path} is not a checkpoint directory (meta.json and model.safetensors); give a run "
-                           "directory or RUN_DIR/checkpoints/task-NNNNNN")
+    weights = (path / "model.safetensors").exists() or checkpoint_format(path) == "sharded"  # one process or FSDP
+    if not (path / "meta.json").exists() or not weights:
+        raise PlasticError(f"{path} is not a checkpoint directory (meta.json, and model.safetensors or dcp/); "
+                           "give a run directory or RUN_DIR/checkpoints/task-NNNNNN")
     o = options or DiagnoseOptions()
     t0 = time.perf_counter()
     configure_cpu(threads)

@@ -138,6 +138,21 @@ def planned_probe_checkpoints(cfg: Config, run_dir: Path) -> list[str]:
 # ---------------------------------------------------------------------- the driver
 
 
+def job_error(e: Exception) -> str:
+    """What ended a failed job, in one line: the exception it raised (the last line of the traceback in
+    submitit's FailedJobError, between its two dashed lines), or, for a job that left no result (its
+    process killed: a lost node, out of memory), submitit's "has not produced any output" line."""
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    if isinstance(e, submitit.core.utils.FailedJobError):
+        dashes = [i for i, ln in enumerate(lines) if set(ln) == {"-"}]
+        if len(dashes) >= 2 and dashes[-1] - dashes[0] > 1:
+            return lines[dashes[-1] - 1]
+    no_output = [ln for ln in lines if ln.startswith("has not produced any output")]
+    if no_output:
+        return f"the job ended without a result (killed?): {no_output[0]}"
+    return lines[-1] if lines else repr(e)
+
+
 class ClusterLauncher:
     """Submits job arrays through a submitit executor (``cluster``: None = detect, "slurm", "local",
     "debug"), waits for them and resubmits what failed."""
@@ -176,8 +191,7 @@ class ClusterLauncher:
             try:
                 job.result()
             except Exception as e:  # noqa: BLE001 - any failure of a job is recorded and retried
-                text = str(e).strip()
-                errors.append(f"job {job.job_id}: {text.splitlines()[-1] if text else repr(e)}")
+                errors.append(f"job {job.job_id}: {job_error(e)} (log: {job.paths.stderr})")
         return errors
 
     def run(self, specs: list[RunSpec]) -> dict[str, Any]:
