@@ -39,7 +39,8 @@ with the page faults per step (minor faults: memory the C library handed back to
 again). A third side, ``body``, times what both run alike (embeddings, blocks and ln_f, forward and
 backward, in this process); ceiling = eager / body is the most the ratio could be if the rest of the
 loop's step (loss head, optimizer, clipping, bookkeeping) cost nothing.
-ratio = loop tokens/s / eager tokens/s (> 1: the loop is faster than the eager step).
+ratio = loop tokens/s / eager tokens/s (> 1: the loop is faster than the eager step); its spread
+within a run is the 25-75% range of the ratio over pairs of adjacent blocks (eager, then loop).
 MFU = ``model.flops_per_token`` x loop tokens/s over a measured float32 matmul peak on the same
 threads (``bench.cpu_matmul_peak``). Prints numbers, never fails.
 """
@@ -220,8 +221,13 @@ def bench(preset: str, args: argparse.Namespace, run_dir: str) -> dict:
     loop_s, eager_s = med("loop", "wall"), med("eager", "wall")
     loop_c, eager_c = med("loop", "cpu"), med("eager", "cpu")
     body_s = med("body", "wall")
+    # each eager block against the loop block that ran right after it: drift in the machine's speed over
+    # a run (seen as 54-82 GFLOP/s of matmul peak between runs) moves both alike
+    pairs = sorted(e["wall"] / lp["wall"] for e, lp in zip(runs["eager"], runs["loop"]))
+    q1, q3 = np.percentile(pairs, [25, 75])
     return {"preset": preset, "batch": f"{batch}x{seq}", "loop_ms": round(loop_s * 1e3, 3),
             "eager_ms": round(eager_s * 1e3, 3), "ratio": round(eager_s / loop_s, 3),
+            "ratio_pairs_q1": round(float(q1), 3), "ratio_pairs_q3": round(float(q3), 3),
             "loop_cpu_ms": round(loop_c * 1e3, 3), "eager_cpu_ms": round(eager_c * 1e3, 3),
             "ratio_cpu": round(eager_c / loop_c, 3),
             "body_ms": round(body_s * 1e3, 3), "ceiling": round(eager_s / body_s, 3),
@@ -267,12 +273,13 @@ def main() -> None:
                     print(f"CPU float32 matmul peak: {peak / 1e9:.1f} GFLOP/s on {args.threads} thread(s); "
                           f"loop overrides: {args.set or 'none'}; eager loss: {args.eager_loss}; "
                           f"eager step in: {'its own process' if args.eager_in == 'process' else 'this process'}")
-                    print(f"{'preset':>7} {'batch':>8} {'loop ms':>9} {'eager ms':>9} {'ratio':>6} "
+                    print(f"{'preset':>7} {'batch':>8} {'loop ms':>9} {'eager ms':>9} {'ratio':>6} {'pairs IQR':>11} "
                           f"{'loop cpu ms':>11} {'eager cpu ms':>12} {'cpu ratio':>9} {'body ms':>8} {'ceiling':>7} "
                           f"{'faults/step':>13} "
                           f"{'loop tok/s':>11} {'MFU':>6} {'1st step s':>10}")
                 faults = f"{r['loop_faults_per_step']}/{r['eager_faults_per_step']}"
                 print(f"{preset:>7} {r['batch']:>8} {r['loop_ms']:9.2f} {r['eager_ms']:9.2f} {r['ratio']:6.3f} "
+                      f"{r['ratio_pairs_q1']:5.2f}-{r['ratio_pairs_q3']:<5.2f} "
                       f"{r['loop_cpu_ms']:11.2f} {r['eager_cpu_ms']:12.2f} {r['ratio_cpu']:9.3f} {r['body_ms']:8.2f} "
                       f"{r['ceiling']:7.3f} {faults:>13} "
                       f"{r['loop_tokens_per_s']:11.0f} {r['mfu']:6.1%} {r['first_step_s']:10.2f}", flush=True)
@@ -282,7 +289,8 @@ def main() -> None:
                           "eager_in": args.eager_in, "rows": rows}))
     else:
         print("ratio = loop tokens/s / eager tokens/s (> 1: the loop is faster than the eager step), from "
-              "median wall time per step; cpu ratio: the same from the process's CPU time, which time slices "
+              "median wall time per step; pairs IQR: the 25-75% range of the ratio over pairs of adjacent "
+              "blocks; cpu ratio: the same from the process's CPU time, which time slices "
               "lost to other processes do not inflate; body ms: the blocks' forward and backward alone, which "
               "both sides run alike; ceiling = eager ms / body ms, the most the ratio could be; faults/step: "
               "minor page faults per step, loop/eager")

@@ -75,7 +75,7 @@ def _starts(run: Path) -> list[int]:
     return [int(s) for s in re.findall(r"start at step (\d+) of", (run / "logs" / "train.log").read_text())]
 
 
-@pytest.mark.parametrize("how", ["kill", "preempt"])
+@pytest.mark.parametrize("how", ["kill", pytest.param("preempt", marks=pytest.mark.slow)])  # one in CI: time
 def test_a_failed_or_preempted_job_resumes_from_its_last_checkpoint(how, bench, tmp_path, monkeypatch):
     """kill: the job dies after its first checkpoint (as on a lost node); the submitting process sees the
     failure and resubmits the run, which resumes at step 5 and ends as the uninterrupted run, bit for bit.
