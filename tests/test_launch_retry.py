@@ -100,6 +100,7 @@ def test_a_failed_or_preempted_job_resumes_from_its_last_checkpoint(how, bench, 
     assert outcome(run) == ref  # weights bit for bit, every metrics row, the checkpoints kept
 
 
+@pytest.mark.slow  # make test's time; the kill test covers resubmission in CI
 def test_a_job_that_keeps_failing_is_reported_after_max_retries(bench, tmp_path, monkeypatch, capsys):
     calls = _flaky(monkeypatch, tmp_path, failures=99, how="raise")
     summary = _sweep(tmp_path, "slurm.max_retries=1", quiet=False)
