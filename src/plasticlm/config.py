@@ -194,8 +194,8 @@ class TrainConfig:
     threads: int = opt(0, "torch CPU threads; 0 = leave torch's default.")
     malloc: Literal["retain", "system"] = opt(
         "retain", "CPU memory between steps: retain = glibc keeps freed memory mapped for the next step (no page "
-        "faults; 20-25% faster steps on the micro presets, README \"Step speed\"), system = the C library's "
-        "defaults. Results are identical either way; no effect off glibc (macOS).")
+        "faults between steps; README \"Step speed\"), system = the C library's defaults. Results are identical "
+        "either way; no effect off glibc (macOS).")
     checkpoint_every_tasks: int = opt(1, "Save a checkpoint every N task boundaries.")
     keep_last: int = opt(2, "Keep the last K checkpoints, plus those probes still need.")
     log_every: int = opt(10, "Write train/* metrics every N steps.")

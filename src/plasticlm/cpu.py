@@ -34,8 +34,8 @@ def retain_freed_memory() -> bool:
 
     With glibc's defaults a CPU training step returns most of its working set at the end of the step
     (tensors above the mmap threshold are unmapped, and the heap's top is trimmed) and faults it back in,
-    page by page and zeroed by the kernel, in the next: 2,000-6,000 page faults and 6-22 ms of system
-    time per step at the 85K and 200K presets (batch 16 x 128, one thread), 20-25% of the step. This sets
+    page by page and zeroed by the kernel, in the next: 2,000-8,000 page faults and 6-22 ms of system
+    time per step at the micro presets (batch 16 x 128, one thread), up to a fifth of the step. This sets
     fixed thresholds (``mallopt``) so that the pages stay mapped. It is what tcmalloc or jemalloc under
     LD_PRELOAD do for PyTorch on CPU, without a preload. Resident memory stays at the step's peak
     rather than dropping between steps. Returns False (and does nothing) where the C library is not
