@@ -1,6 +1,7 @@
 import csv
 import dataclasses
 import html
+import io
 import json
 import re
 import shutil
@@ -25,6 +26,19 @@ STUDY_FIGURES = {"fig-probe-scores.png", "fig-onset-fit.png", "fig-stationary.pn
 @pytest.fixture(scope="module")
 def study_report(study_dir):
     return make_report(study_dir, n_boot=50)
+
+
+@pytest.fixture
+def no_pixels(monkeypatch):
+    """For tests of a report's text and of which figures it has: every figure is saved as the same blank
+    400 x 300 PNG instead of being laid out and rendered (90% of a build's time). The rendering itself is
+    tested by the module's full report, the figure tests and the browser test."""
+    from matplotlib.figure import Figure
+
+    buf = io.BytesIO()
+    Figure(figsize=(4, 3)).savefig(buf, format="png", dpi=100)
+    blank = buf.getvalue()
+    monkeypatch.setattr(Figure, "savefig", lambda self, fname, *args, **kwargs: fname.write(blank))
 
 
 def page(report) -> str:
@@ -269,7 +283,7 @@ def test_single_run_directory_report(study_dir, tmp_path):
     assert_self_contained(r, run)
 
 
-def test_missing_or_failed_fit_is_explained(study_dir, tmp_path):
+def test_missing_or_failed_fit_is_explained(study_dir, tmp_path, no_pixels):
     study = copy_study(study_dir, tmp_path / "s")
     (study / "report").mkdir()
     (study / "report" / "fig-onset-fit.png").write_bytes(b"stale")
@@ -299,7 +313,7 @@ def test_missing_or_failed_fit_is_explained(study_dir, tmp_path):
     assert_self_contained(r, study)
 
 
-def test_fit_json_older_than_the_onsets_is_flagged(study_dir, tmp_path):
+def test_fit_json_older_than_the_onsets_is_flagged(study_dir, tmp_path, no_pixels):
     """The report never refits: when onsets.csv no longer gives the fit's points it says so, and shows fit.json."""
     from plasticlm.records import read_onsets, write_onsets
 
