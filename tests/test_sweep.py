@@ -230,10 +230,11 @@ def test_study_dir_accepts_new_default_keys_and_neutral_changes_but_not_others(t
     text = (d / "config.toml").read_text().replace("allow_reuse = false\n", "")
     (d / "config.toml").write_text(text)
     init_study_dir(cfg, d)  # same values: fine
-    init_study_dir(tiny_config("stream.allow_reuse=true", "sweep.parallel=2"), d)  # result-neutral keys
+    neutral = ("stream.allow_reuse=true", "sweep.parallel=2", "train.malloc=system")  # change no number
+    init_study_dir(tiny_config(*neutral), d)
     with pytest.raises(PlasticError, match=r"optim.lr.*differ"):
         init_study_dir(tiny_config("stream.allow_reuse=true", "optim.lr=0.5"), d)
-    assert (d / "config.toml").read_text() == dumps_toml(tiny_config("stream.allow_reuse=true", "sweep.parallel=2"))
+    assert (d / "config.toml").read_text() == dumps_toml(tiny_config(*neutral))
 
 
 def test_sweep_no_train_analyses_the_finished_runs_only(tmp_path, home):

@@ -212,7 +212,8 @@ class StudyLog:
         atomic_write_json(self.path, self.doc)
 
 
-RESULT_NEUTRAL_KEYS = frozenset({"sweep.parallel", "sweep.out_dir", "stream.allow_reuse", "train.tensorboard"})
+RESULT_NEUTRAL_KEYS = frozenset({"sweep.parallel", "sweep.out_dir", "stream.allow_reuse", "train.tensorboard",
+                                 "train.malloc"})
 """Config keys that change how a study runs, not what it computes: an existing study directory may be
 continued with other values of these (and with keys that newer code added at their defaults)."""
 RESULT_NEUTRAL_SECTIONS = ("dist.", "slurm.")
