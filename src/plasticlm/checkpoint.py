@@ -144,9 +144,7 @@ def save_checkpoint(run_dir: str | Path, name: str, model: torch.nn.Module, opti
             current = dist_checkpoint.SHARDED_DIR
             write_state(tmp)
         if rng is None:
-            rng = {"cpu": torch.get_rng_state()}
-            if torch.cuda.is_available():
-                rng["cuda"] = torch.cuda.get_rng_state_all()
+            rng = dist_checkpoint.process_rng()
         current = "rng.pt"
         atomic_write_bytes(tmp / current, _torch_bytes(rng))
         current = "components.pt"

@@ -156,8 +156,7 @@ def parallelize(model: torch.nn.Module, dist_cfg: Any, device: torch.device) -> 
         return model
     if strategy == "ddp":
         return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    if strategy == "fsdp":
-        check_strategy(dist_cfg)
+    if strategy == "fsdp":  # FSDP2 available: the Trainer ran check_strategy before
         mesh = init_device_mesh(device.type, (world_size(),))
         mp = MixedPrecisionPolicy(param_dtype=getattr(torch, dist_cfg.param_dtype),
                                   reduce_dtype=getattr(torch, dist_cfg.reduce_dtype))

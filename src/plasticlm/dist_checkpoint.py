@@ -61,14 +61,19 @@ def local_rng(device: torch.device | None = None) -> dict[str, Any]:
     return state
 
 
+def process_rng() -> dict[str, Any]:
+    """rng.pt of a one-process run: the CPU generator's state and every visible GPU's."""
+    out: dict[str, Any] = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        out["cuda"] = torch.cuda.get_rng_state_all()
+    return out
+
+
 def gathered_rng(device: torch.device | None = None) -> dict[str, Any]:
     """The content of rng.pt (collective under several ranks: every rank calls it)."""
+    if dist.world_size() == 1:
+        return process_rng()
     states = dist.all_gather_objects(local_rng(device))
-    if len(states) == 1:
-        out = {"cpu": states[0]["cpu"]}
-        if torch.cuda.is_available():
-            out["cuda"] = torch.cuda.get_rng_state_all()
-        return out
     return {"cpu": states[0]["cpu"], "ranks": states}
 
 
