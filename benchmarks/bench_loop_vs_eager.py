@@ -81,7 +81,12 @@ def timed(step, n: int) -> dict[str, float]:
 
 
 class EagerStep:
-    """The textbook step (module docstring) of a GPT built from ``gpt_config`` with torch's seed 0."""
+    """The textbook step (module docstring) of a GPT built from ``gpt_config`` with torch's seed 0.
+
+    ``loss = "body"`` times only the part of a step both sides run alike: embeddings, blocks and ln_f,
+    forward and backward (a fixed gradient on ln_f's output; no loss head, optimizer or clipping).
+    eager / body is the ratio's ceiling: what the loop would reach if everything else in its step cost
+    nothing."""
 
     def __init__(self, gpt_config: dict, batch: int, seq: int, loss: str):
         from plasticlm.model import GPT, GPTConfig
@@ -92,48 +97,28 @@ class EagerStep:
         self.vocab, self.loss = gpt_config["vocab_size"], loss
         tokens = fake_data(self.vocab).train["en"][: batch * (seq + 1) * 8]
         self.x_all = torch.from_numpy(tokens.astype(np.int64)).view(8, batch, seq + 1)
-        for i in range(3):  # warm-up
-            self.step(i)
-
-    def step(self, i: int) -> None:
-        xb = self.x_all[i % 8]
-        if self.loss == "model":
-            loss = self.model(xb[:, :-1], xb[:, 1:])
-        else:
-            loss = F.cross_entropy(self.model(xb[:, :-1]).view(-1, self.vocab), xb[:, 1:].reshape(-1))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
-        self.opt.step()
-        self.opt.zero_grad()
-
-    def block(self, n: int) -> dict[str, float]:
-        return timed(self.step, n)
-
-
-class SharedBody:
-    """The part of a step both sides run alike: embeddings, blocks and ln_f, forward and backward (with
-    a fixed gradient on ln_f's output, and no loss head, optimizer or clipping). eager / body is the
-    ratio's ceiling: what the loop would reach if everything else in its step cost nothing."""
-
-    def __init__(self, gpt_config: dict, batch: int, seq: int):
-        from plasticlm.model import GPT, GPTConfig
-
-        torch.manual_seed(0)
-        self.model = GPT(GPTConfig(**gpt_config))
-        tokens = fake_data(gpt_config["vocab_size"]).train["en"][: batch * seq * 8]
-        self.x_all = torch.from_numpy(tokens.astype(np.int64)).view(8, batch, seq)
         self.pos = torch.arange(seq)
         self.grad = torch.randn(batch, seq, gpt_config["d_model"]) * 1e-3
         for i in range(3):  # warm-up
             self.step(i)
 
     def step(self, i: int) -> None:
-        m = self.model
-        x = m.wte(self.x_all[i % 8]) + m.wpe(self.pos)
-        for block in m.blocks:
-            x = block(x)
-        m.ln_f(x).backward(self.grad)
-        m.zero_grad(set_to_none=True)
+        m, xb = self.model, self.x_all[i % 8]
+        if self.loss == "body":
+            x = m.wte(xb[:, :-1]) + m.wpe(self.pos)
+            for block in m.blocks:
+                x = block(x)
+            m.ln_f(x).backward(self.grad)
+            m.zero_grad(set_to_none=True)
+            return
+        if self.loss == "model":
+            loss = m(xb[:, :-1], xb[:, 1:])
+        else:
+            loss = F.cross_entropy(m(xb[:, :-1]).view(-1, self.vocab), xb[:, 1:].reshape(-1))
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+        self.opt.step()
+        self.opt.zero_grad()
 
     def block(self, n: int) -> dict[str, float]:
         return timed(self.step, n)
@@ -202,9 +187,9 @@ def bench(preset: str, args: argparse.Namespace, run_dir: str) -> dict:
 
     spec = {"gpt_config": dataclasses.asdict(trainer.gpt_config), "batch": batch, "seq": seq,
             "loss": args.eager_loss, "threads": args.threads}
-    eager = EagerProcess(spec) if args.eager_in == "process" else EagerStep(**{k: v for k, v in spec.items()
-                                                                             if k != "threads"})
-    body = SharedBody(spec["gpt_config"], batch, seq)  # in the loop's process, with its settings
+    eager_args = (spec["gpt_config"], batch, seq)
+    eager = EagerProcess(spec) if args.eager_in == "process" else EagerStep(*eager_args, args.eager_loss)
+    body = EagerStep(*eager_args, "body")  # in the loop's process, with its settings
     runs: dict[str, list[dict[str, float]]] = {"loop": [], "eager": [], "body": []}
     try:
         for _ in range(args.blocks):
