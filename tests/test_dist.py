@@ -212,6 +212,22 @@ def test_several_processes_need_a_strategy(monkeypatch):
     dist.check_strategy(tiny_config("dist.strategy=ddp").dist)
 
 
+def test_a_torchrun_rank_takes_the_gpu_of_its_local_rank_even_alone(monkeypatch):
+    """torchrun --nproc_per_node=1 failed on an H200 (NCCL set-up needs an indexed device); no GPU is needed
+    to check the device a rank picks."""
+    for var in ("WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    assert dist.local_device(torch.device("cuda")) == torch.device("cuda")  # a plain process
+    monkeypatch.setenv("WORLD_SIZE", "1")
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    assert dist.local_device(torch.device("cuda")) == torch.device("cuda", 0)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert dist.local_device(torch.device("cuda")) == torch.device("cuda", 1)
+    assert dist.local_device(torch.device("cuda", 0)) == torch.device("cuda", 0)  # a named device stays
+    assert dist.local_device(torch.device("cpu")) == torch.device("cpu")
+
+
 def test_resume_accepts_only_dist_overrides(single):
     with pytest.raises(PlasticError, match="dist.\\* keys only"):
         resume(single, data=fake_data(), quiet=True, overrides=["optim.lr=1"])

@@ -125,8 +125,9 @@ def teardown() -> None:
 
 
 def local_device(device: torch.device) -> torch.device:
-    """Under torchrun every rank takes its own GPU (``cuda:LOCAL_RANK``) unless one was named."""
-    if device.type == "cuda" and device.index is None and env_world_size() > 1:
+    """Under torchrun every rank takes its own GPU (``cuda:LOCAL_RANK``) unless one was named, also a lone
+    rank (``--nproc_per_node=1``), whose NCCL set-up needs an indexed device (seen on an H200)."""
+    if device.type == "cuda" and device.index is None and (env_world_size() > 1 or "LOCAL_RANK" in os.environ):
         return torch.device("cuda", local_rank())
     return device
 

@@ -42,8 +42,9 @@ def resolve_dtype(device: torch.device, dtype: str) -> str:
 
 
 def resolve_compile(device: torch.device, setting: str) -> bool:
-    """``train.compile``: on, off, or auto = on for CUDA and off on CPU, where it did not pay (README,
-    "Step speed": minutes of compilation on the micro presets for no measurable step-time gain)."""
+    """``train.compile``: on, off, or auto = on for CUDA (1.23x the eager bf16 step at 314M, T = 2048 on
+    an H200, for about 30 s of compilation) and off on CPU, where it did not pay (README, "Step speed":
+    minutes of compilation on the micro presets for no measurable step-time gain)."""
     if setting == "auto":
         return device.type == "cuda"
     return setting == "on"
