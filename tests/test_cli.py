@@ -16,6 +16,19 @@ def test_console_script_help():
     assert out.returncode == 0 and "presets" in out.stdout
 
 
+HEAVY_IMPORTS = ("torch", "matplotlib", "scipy.stats", "huggingface_hub", "transformers", "datasets")
+"""What building the parser must not load: with them `plasticlm --help` took 3-10 s, and every command
+paid for all of them; each command now imports the library code it calls (tests/test_architecture.py)."""
+
+
+def test_parsing_any_command_imports_no_heavy_library():
+    code = ("import sys; from plasticlm.cli import build_parser; build_parser().parse_args(sys.argv[1:]); "
+            f"print([m for m in {HEAVY_IMPORTS!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code, "train", "configs/demo.toml", "--set", "model.preset=3K"],
+                         capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
 def test_presets_json(capsys):
     assert main(["presets", "--json"]) == 0
     rows = json.loads(capsys.readouterr().out)

@@ -34,7 +34,6 @@ import warnings
 from typing import Any
 
 import numpy as np
-from scipy.stats import spearmanr
 
 from plasticlm.config import AnalysisConfig
 from plasticlm.onset import find_onset
@@ -76,6 +75,8 @@ def spearman(x: np.ndarray, y: np.ndarray) -> tuple[float | None, float | None]:
         return None, None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        from scipy.stats import spearmanr  # heavy (1.5 s): imported by every training process otherwise
+
         res = spearmanr(x, y)
     return float(res.statistic), float(res.pvalue)
 

@@ -42,7 +42,13 @@ import dataclasses
 from dataclasses import dataclass
 
 from plasticlm.config import Config
-from plasticlm.data.needs import check_reuse, data_needs, served_tokens_per_task, token_targets
+from plasticlm.data.needs import (
+    TOKENIZE_TOKENS_PER_CPU_S,
+    check_reuse,
+    data_needs,
+    served_tokens_per_task,
+    token_targets,
+)
 from plasticlm.data.shards import dtype_for
 from plasticlm.data.stream import task_count
 from plasticlm.errors import PlasticError
@@ -51,12 +57,6 @@ from plasticlm.model import build_gpt_config, flops_per_token, non_embedding_par
 from plasticlm.probe import probe_eval_steps, probe_task_indices
 from plasticlm.runspec import RunSpec, expand
 from plasticlm.units import GPU_PEAK_TFLOPS
-
-TOKENIZE_TOKENS_PER_CPU_S = 5.0e5
-"""Tokens per second per CPU core of the shard build: benchmarks/bench_shards.py measured 1.07M tokens/s
-on two workers with the 1,024-token BPE on local .jsonl (the extra tokens over the extra seconds between
-a 2 x 4 MB and a 2 x 12 MB corpus, on a shared, loaded 2-core machine; README "Data at scale"). A large
-tokenizer (Qwen3's) may be slower: measure with that benchmark and pass ``plasticlm plan --tokenize-rate``."""
 
 
 def probe_token_positions(cfg: Config) -> list[int]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from plasticlm.cli._common import add_json, add_launcher, add_set, positive_int, print_json, print_table
-from plasticlm.compare import run_compare
 from plasticlm.config import load_config
 from plasticlm.units import num
 
@@ -21,6 +20,8 @@ def _p(v) -> str:
 
 
 def run_compare_cmd(args) -> int:
+    from plasticlm.compare import run_compare
+
     cfg = load_config(args.config, args.overrides)
     doc = run_compare(cfg, args.out_dir, config_path=args.config, parallel=args.parallel,
                       quiet=args.quiet or args.json, launcher=args.launcher)

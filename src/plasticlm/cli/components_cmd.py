@@ -5,11 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 from plasticlm.cli._common import add_json, print_json
-from plasticlm.components import registered
 from plasticlm.config import TrainConfig
 
 
 def describe_components() -> list[dict]:
+    from plasticlm.components import registered
+
     default = TrainConfig().components
     out = []
     order = {n: i for i, n in enumerate(default)}

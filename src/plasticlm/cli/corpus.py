@@ -18,7 +18,6 @@ from plasticlm.cli._common import add_json, add_set, print_json, print_table
 from plasticlm.config import load_config
 from plasticlm.data.corpus import build_corpus, corpus_info
 from plasticlm.data.paths import home_dir
-from plasticlm.data.prepare import default_languages, prepare_data
 from plasticlm.data.sources import SOURCE_NAMES, make_source
 
 COLUMNS = ["lang", "source", "documents", "bytes", "sha256"]
@@ -26,6 +25,8 @@ TOKEN_COLUMNS = ["train_tokens", "val_tokens", "bytes_per_token"]
 
 
 def _config(args):
+    from plasticlm.data.prepare import default_languages
+
     overrides = list(args.overrides)
     if args.source:
         overrides.append(f"data.source={args.source}")
@@ -45,6 +46,8 @@ def _show(args, doc: dict, columns: list[str]) -> None:
 
 
 def run_build(args) -> int:
+    from plasticlm.data.prepare import prepare_data
+
     cfg, langs = _config(args)
     t0 = time.perf_counter()
     progress = not args.quiet

@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from plasticlm.cli._common import add_json, print_json, print_table
-from plasticlm.diagnose import DiagnoseOptions, diagnose_checkpoint, diagnose_run_dir, run_document
 from plasticlm.errors import PlasticError
 
 
 def _options(args):
+    from plasticlm.diagnose import DiagnoseOptions
+
     return DiagnoseOptions(sequences=args.sequences, attn_sequences=args.attn_sequences,
                            attn_language=args.attn_language, query_start=args.query_start, chunk=args.chunk,
                            batch_size=args.batch_size, rank_tokens=args.rank_tokens, eps=args.eps,
@@ -32,6 +33,8 @@ COLUMNS = ["checkpoint", "task_index", "tokens_seen", "dormant", "lazy_heads", "
 
 
 def run(args) -> int:
+    from plasticlm.diagnose import diagnose_checkpoint, diagnose_run_dir, run_document
+
     path = Path(args.path)
     options = _options(args)
     if (path / "meta.json").exists() and not (path / "config.toml").exists():

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from plasticlm.cli._common import add_json, print_json
-from plasticlm.hf import export_run
 
 
 def run(args) -> int:
+    from plasticlm.hf import export_run
+
     summary = export_run(args.run_dir, args.to, checkpoint=args.checkpoint, tokenizer=args.tokenizer,
                          overwrite=args.overwrite)
     if args.json:

@@ -9,7 +9,6 @@ import numpy as np
 
 from plasticlm.cli._common import add_json, print_json, print_table
 from plasticlm.errors import PlasticError
-from plasticlm.report.figures import plot_onset_fit
 from plasticlm.scaling import FORMS, ScalingFit, check_forms, fit_scaling, read_onsets_csv
 from plasticlm.units import num, parse_count
 
@@ -72,6 +71,8 @@ def _print_human(fit: ScalingFit, source: str, skipped: list[int], figure: str |
 
 
 def run(args) -> int:
+    from plasticlm.report.figures import plot_onset_fit
+
     forms = check_forms([f.strip() for f in args.forms.split(",") if f.strip()])
     sizes = _floats(args.extrapolate, "--extrapolate")
     if args.figure and "power" not in forms:

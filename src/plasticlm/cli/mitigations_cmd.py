@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from plasticlm.cli._common import add_json, print_json
-from plasticlm.mitigations import describe_methods
 
 
 def _setting(values: dict) -> str:
@@ -11,6 +10,8 @@ def _setting(values: dict) -> str:
 
 
 def run(args) -> int:
+    from plasticlm.mitigations import describe_methods
+
     methods = describe_methods()
     if args.json:
         print_json(methods)

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from plasticlm.cli._common import add_json, add_set, print_json, print_table
 from plasticlm.config import load_config
-from plasticlm.cpu_plan import estimate_cpu
-from plasticlm.data.needs import format_reuse
-from plasticlm.plan import GPU_PEAK_TFLOPS, TOKENIZE_TOKENS_PER_CPU_S, plan_data, plan_study
-from plasticlm.units import num, si
+from plasticlm.data.needs import TOKENIZE_TOKENS_PER_CPU_S, format_reuse
+from plasticlm.units import GPU_PEAK_TFLOPS, num, si
 
 
 def _bytes(n: float | None) -> str:
@@ -42,6 +40,9 @@ def _print_cpu(est) -> None:
 
 
 def run(args) -> int:
+    from plasticlm.cpu_plan import estimate_cpu
+    from plasticlm.plan import plan_data, plan_study
+
     cfg = load_config(args.file, args.overrides)
     plan = plan_study(cfg, args.gpu, args.mfu, args.peak_tflops)
     data = plan_data(cfg, args.tokenize_rate)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from plasticlm.cli._common import add_json, print_json, print_table
-from plasticlm.model import block_params, flops_per_token, from_preset, non_embedding_params, total_params
 from plasticlm.presets import MICRO_PRESETS, preset_names
 
 
 def preset_rows(vocab_size: int, seq_len: int) -> list[dict]:
+    from plasticlm.model import block_params, flops_per_token, from_preset, non_embedding_params, total_params
+
     rows = []
     for name in preset_names():
         c = from_preset(name, vocab_size=vocab_size, seq_len=seq_len)

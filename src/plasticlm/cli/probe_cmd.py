@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import shlex
 
-from plasticlm import dist
 from plasticlm.cli import probe_hf_cmd
 from plasticlm.cli._common import add_json, positive_int, print_json, print_table
-from plasticlm.probe import pending_checkpoints, probe_run_dir
 from plasticlm.validate import require_run_dir
 
 
 def print_jobs(args) -> int:
     """One `plasticlm probe RUN_DIR --checkpoint NAME` command per pending probe, for any scheduler."""
+    from plasticlm.probe import pending_checkpoints
+
     jobs = [shlex.join(["plasticlm", "probe", str(args.run_dir), "--checkpoint", name])
             for name in pending_checkpoints(args.run_dir, args.checkpoint)]
     if args.json:
@@ -24,6 +24,9 @@ def print_jobs(args) -> int:
 
 
 def run(args) -> int:
+    from plasticlm import dist
+    from plasticlm.probe import probe_run_dir
+
     if args.model:
         return probe_hf_cmd.run(args)
     probe_hf_cmd.check_run_dir_args(args)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 from plasticlm.cli._common import print_json, print_table
 from plasticlm.errors import PlasticError
-from plasticlm.probe_hf import probe_model
 
 HF_ONLY = ("tokenizer", "out", "dtype", "overrides")
 """Options that only mean something with --model."""
@@ -43,6 +42,8 @@ def default_out(model: str, config: str) -> Path:
 
 
 def run(args) -> int:
+    from plasticlm.probe_hf import probe_model
+
     if args.checkpoint is not None or args.workers != 1:
         raise PlasticError("--checkpoint and --workers apply to a run directory; with --model every checkpoint of "
                            "the series is probed in this process")

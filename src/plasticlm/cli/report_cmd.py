@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from plasticlm.cli._common import add_json, print_json
 from plasticlm.errors import PlasticError
-from plasticlm.report.build import make_report
 
 
 def run(args) -> int:
+    from plasticlm.report.build import make_report
+
     if args.bootstrap is not None and args.bootstrap < 0:
         raise PlasticError(f"--bootstrap = {args.bootstrap}: must be >= 0 (0 = no CI)")
     report = make_report(args.dir, n_boot=args.bootstrap)

@@ -6,8 +6,6 @@ import textwrap
 
 from plasticlm.cli._common import add_json, add_launcher, add_set, positive_int, print_json, print_table
 from plasticlm.config import load_config
-from plasticlm.study import dry_run, dry_run_jobs, run_study
-from plasticlm.sweep import run_sweep
 from plasticlm.units import num
 
 
@@ -56,6 +54,8 @@ def _print_fit(fit: dict) -> None:
 
 
 def run_sweep_cmd(args) -> int:
+    from plasticlm.sweep import run_sweep
+
     cfg = load_config(args.config, args.overrides)
     summary = run_sweep(cfg, args.out_dir, config_path=args.config, parallel=args.parallel,
                         quiet=args.quiet or args.json, train=not args.no_train, launcher=args.launcher)
@@ -69,6 +69,8 @@ def run_sweep_cmd(args) -> int:
 
 
 def run_study_cmd(args) -> int:
+    from plasticlm.study import dry_run, dry_run_jobs, run_study
+
     cfg = load_config(args.config, args.overrides)
     if args.dry_run:
         plan = dry_run_jobs(cfg) if args.launcher == "slurm" else dry_run(cfg)

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from plasticlm import dist
-from plasticlm.bench import bench_presets
 from plasticlm.cli._common import add_json, add_set, print_json, print_table
 from plasticlm.config import load_config
-from plasticlm.train import resume, train
 from plasticlm.validate import require_run_dir
 
 
@@ -32,6 +29,8 @@ def _report(summary: dict, as_json: bool) -> None:
 
 def _run(fn, args) -> int:
     """Run, then report on rank 0 alone (under torchrun every rank runs this command)."""
+    from plasticlm import dist
+
     try:
         summary = fn()
         if dist.is_main():
@@ -42,17 +41,23 @@ def _run(fn, args) -> int:
 
 
 def run_train(args) -> int:
+    from plasticlm.train import train
+
     cfg = load_config(args.config, args.overrides)
     run_dir = Path(args.run_dir) if args.run_dir else default_run_dir(args.config, cfg)
     return _run(lambda: train(cfg, run_dir, quiet=args.quiet or args.json, overwrite=args.overwrite), args)
 
 
 def run_resume(args) -> int:
+    from plasticlm.train import resume
+
     require_run_dir(args.run_dir)
     return _run(lambda: resume(args.run_dir, quiet=args.quiet or args.json, overrides=args.overrides), args)
 
 
 def run_bench(args) -> int:
+    from plasticlm.bench import bench_presets
+
     rows = bench_presets(args.presets.split(","), vocab_size=args.vocab_size, seq_len=args.seq_len,
                          batch_size=args.batch_size, steps=args.steps, device=args.device, dtype=args.dtype,
                          compile=args.compile, threads=args.threads)

@@ -10,6 +10,12 @@ from plasticlm.config import Config
 from plasticlm.data.stream import steps_per_task, task_count
 from plasticlm.errors import DataError
 
+TOKENIZE_TOKENS_PER_CPU_S = 5.0e5
+"""Tokens per second per CPU core of the shard build: benchmarks/bench_shards.py measured 1.07M tokens/s
+on two workers with the 1,024-token BPE on local .jsonl (the extra tokens over the extra seconds between
+a 2 x 4 MB and a 2 x 12 MB corpus, on a shared, loaded 2-core machine; README "Data at scale"). A large
+tokenizer (Qwen3's) may be slower: measure with that benchmark and pass ``plasticlm plan --tokenize-rate``."""
+
 
 def served_tokens_per_task(cfg: Config) -> int:
     """Tokens a task really serves: whole steps of batch_size x seq_len (the stream's rounding)."""
