@@ -133,7 +133,7 @@ for k in sorted(a["final"]):
 EOF
 }
 
-part "1a. bf16 $BIG at T = $BIG_T: tokens/s, MFU, compile off/on" bench
+part "1a. $BENCH_DTYPE $BIG at T = $BIG_T: tokens/s, MFU, compile off/on" bench
 part "1b. SDPA kernels for $BIG at T = $BIG_T under bf16" flash
 part "2. FSDP2, a few steps ($MID preset)" fsdp
 part "3. DDP on two ranks vs one process ($SMALL preset), same global batch" ddp
