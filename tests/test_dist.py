@@ -4,7 +4,10 @@ across topologies, a non-finite loss on one rank, probes split over ranks."""
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -262,3 +265,19 @@ def test_methods_whose_statistics_are_per_rank_are_refused_under_ddp():
     assert "mitigations.redo" in bad[1] and "held_out" in bad[1]
     assert ddp_problems(build_all({"redo": {"every": 5}, "l2_init": {"strength": 0.01}, "fire": {},
                                    "shrink_perturb": {"shrink": 0.999}})) == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_bench_under_torchrun_times_the_wrapped_model_and_rank_0_alone_prints(strategy, tmp_path):
+    if strategy == "fsdp" and _fsdp_unsupported() is not None:
+        pytest.skip(str(_fsdp_unsupported()))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "plasticlm",
+           "bench", "--presets", "3K", "--batch-size", "4", "--seq-len", "32", "--steps", "2", "--device", "cpu",
+           "--threads", "1", "--strategy", strategy, "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    (row,) = json.loads(out.stdout)  # one JSON document: rank 1 printed nothing
+    assert row["strategy"] == strategy and row["world_size"] == 2 and row["batch"] == "4x32"
+    assert row["tokens_per_s"] > 0 and 0 < row["mfu"] <= 1
+

@@ -151,3 +151,10 @@ def test_bench_runs_the_training_step_and_reports_mfu_against_a_stated_peak(caps
                  "--device", "cpu", "--threads", "1"]) == 0
     out = capsys.readouterr().out
     assert "MFU against the measured float32" in out and "mfu" in out
+
+
+def test_bench_with_a_strategy_outside_torchrun_says_to_start_it_with_torchrun(capsys, monkeypatch):
+    for var in ("WORLD_SIZE", "RANK", "MASTER_ADDR", "MASTER_PORT"):
+        monkeypatch.delenv(var, raising=False)
+    assert main(["bench", "--presets", "3K", "--strategy", "ddp", "--device", "cpu", "--steps", "1"]) == 2
+    assert "torchrun --nproc_per_node=2 -m plasticlm bench --strategy ddp" in capsys.readouterr().err

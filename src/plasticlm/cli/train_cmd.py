@@ -56,17 +56,24 @@ def run_resume(args) -> int:
 
 
 def run_bench(args) -> int:
+    from plasticlm import dist
     from plasticlm.bench import bench_presets
 
-    rows = bench_presets(args.presets.split(","), vocab_size=args.vocab_size, seq_len=args.seq_len,
-                         batch_size=args.batch_size, steps=args.steps, device=args.device, dtype=args.dtype,
-                         compile=args.compile, threads=args.threads)
+    try:
+        rows = bench_presets(args.presets.split(","), vocab_size=args.vocab_size, seq_len=args.seq_len,
+                             batch_size=args.batch_size, steps=args.steps, device=args.device, dtype=args.dtype,
+                             compile=args.compile, threads=args.threads, strategy=args.strategy)
+        main = dist.is_main()  # before the group is gone: rank 0 alone prints
+    finally:
+        dist.teardown()
+    if not main:
+        return 0
     if args.json:
         print_json(rows)
     else:
         print(f"MFU against the {rows[0]['peak_source']}" if rows else "no presets")
-        print_table(rows, ["preset", "non_embedding_params", "device", "dtype", "compile", "batch", "ms_per_step",
-                           "tokens_per_s", "mfu", "peak_mem_mb"])
+        print_table(rows, ["preset", "non_embedding_params", "device", "dtype", "compile", "strategy", "world_size",
+                           "batch", "ms_per_step", "tokens_per_s", "mfu", "peak_mem_mb"])
     return 0
 
 
@@ -107,5 +114,8 @@ def register(sub) -> None:
     b.add_argument("--compile", default="auto", choices=["auto", "on", "off"],
                    help="as train.compile: auto = on for CUDA, off on CPU")
     b.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
+    b.add_argument("--strategy", default="none", choices=["none", "ddp", "fsdp"],
+                   help="as dist.strategy: ddp or fsdp time the wrapped model under torchrun "
+                   "(torchrun --nproc_per_node=N -m plasticlm bench --strategy ddp); the batch is global")
     add_json(b)
     b.set_defaults(func=run_bench)
