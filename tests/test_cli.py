@@ -70,3 +70,12 @@ def test_a_reader_that_leaves_early_is_not_a_traceback():
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141
     assert "Traceback" not in err and "BrokenPipeError" not in err
+
+
+def test_config_validate_in_a_fresh_process_runs_the_component_checks(tmp_path):
+    """The registries add their checks when imported; a command that trains nothing must still run them."""
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[train]\ncomponents = ["no_such_component"]\n')
+    out = subprocess.run([sys.executable, "-m", "plasticlm", "config", "validate", str(bad)], capture_output=True,
+                         text=True)
+    assert out.returncode == 2 and "'no_such_component' is not a registered component" in out.stderr

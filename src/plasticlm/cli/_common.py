@@ -1,4 +1,4 @@
-"""Shared CLI pieces: --set and --json arguments, JSON printing, tables."""
+"""Shared CLI pieces: --set and --json arguments, loading a user's config, JSON printing, tables."""
 
 from __future__ import annotations
 
@@ -6,6 +6,18 @@ import argparse
 import json
 import sys
 from typing import Any
+
+from plasticlm.config import Config
+
+
+def load_config(path: str | None, overrides: list[str] | None = None) -> Config:
+    """``config.load_config`` with every whole-config check in place: the component and mitigation
+    registries add theirs (``validate.add_config_check``) when imported, and the commands import library
+    code only when they run, so a command that trains nothing would otherwise skip those checks."""
+    import plasticlm.components  # noqa: F401 - registers the component and mitigation checks
+    from plasticlm.config import load_config as load
+
+    return load(path, overrides)
 
 
 def add_set(p: argparse.ArgumentParser) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import sys
 
-from plasticlm.cli._common import add_json, add_set, print_json
-from plasticlm.config import describe, dumps_toml, load_config, to_dict
+from plasticlm.cli._common import add_json, add_set, load_config, print_json
+from plasticlm.config import describe, dumps_toml, to_dict
 from plasticlm.errors import ConfigError
 
 

@@ -14,8 +14,7 @@ from __future__ import annotations
 
 import time
 
-from plasticlm.cli._common import add_json, add_set, print_json, print_table
-from plasticlm.config import load_config
+from plasticlm.cli._common import add_json, add_set, load_config, print_json, print_table
 from plasticlm.data.corpus import build_corpus, corpus_info
 from plasticlm.data.paths import home_dir
 from plasticlm.data.sources import SOURCE_NAMES, make_source

@@ -3,8 +3,7 @@ the data it needs (tokens per language, disk, CPU-hours, reuse)."""
 
 from __future__ import annotations
 
-from plasticlm.cli._common import add_json, add_set, print_json, print_table
-from plasticlm.config import load_config
+from plasticlm.cli._common import add_json, add_set, load_config, print_json, print_table
 from plasticlm.data.needs import TOKENIZE_TOKENS_PER_CPU_S, format_reuse
 from plasticlm.units import GPU_PEAK_TFLOPS, num, si
 

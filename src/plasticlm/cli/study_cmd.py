@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import textwrap
 
-from plasticlm.cli._common import add_json, add_launcher, add_set, positive_int, print_json, print_table
-from plasticlm.config import load_config
+from plasticlm.cli._common import add_json, add_launcher, add_set, load_config, positive_int, print_json, print_table
 from plasticlm.units import num
 
 

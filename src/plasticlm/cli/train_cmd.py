@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from plasticlm.cli._common import add_json, add_set, print_json, print_table
-from plasticlm.config import load_config
+from plasticlm.cli._common import add_json, add_set, load_config, print_json, print_table
 from plasticlm.validate import require_run_dir
 
 
