@@ -280,4 +280,3 @@ def test_bench_under_torchrun_times_the_wrapped_model_and_rank_0_alone_prints(st
     (row,) = json.loads(out.stdout)  # one JSON document: rank 1 printed nothing
     assert row["strategy"] == strategy and row["world_size"] == 2 and row["batch"] == "4x32"
     assert row["tokens_per_s"] > 0 and 0 < row["mfu"] <= 1
-

@@ -73,10 +73,10 @@ def spearman(x: np.ndarray, y: np.ndarray) -> tuple[float | None, float | None]:
     x, y = x[ok], y[ok]
     if x.size < 3 or np.ptp(x) == 0 or np.ptp(y) == 0:
         return None, None
+    from scipy.stats import spearmanr  # heavy (1.5 s): imported by every training process otherwise
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        from scipy.stats import spearmanr  # heavy (1.5 s): imported by every training process otherwise
-
         res = spearmanr(x, y)
     return float(res.statistic), float(res.pvalue)
 

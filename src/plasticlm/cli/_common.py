@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from plasticlm.config import Config
+from plasticlm.config import load_config as load_config_file
 
 
 def load_config(path: str | None, overrides: list[str] | None = None) -> Config:
@@ -15,9 +16,8 @@ def load_config(path: str | None, overrides: list[str] | None = None) -> Config:
     registries add theirs (``validate.add_config_check``) when imported, and the commands import library
     code only when they run, so a command that trains nothing would otherwise skip those checks."""
     import plasticlm.components  # noqa: F401 - registers the component and mitigation checks
-    from plasticlm.config import load_config as load
 
-    return load(path, overrides)
+    return load_config_file(path, overrides)
 
 
 def add_set(p: argparse.ArgumentParser) -> None:
