@@ -16,10 +16,12 @@ random tokens:
 - eager: the textbook step, written here, not imported from the package:
   ``loss = F.cross_entropy(model(x).view(-1, V), y.view(-1)); loss.backward();
   clip_grad_norm_(..., 1.0); opt.step(); opt.zero_grad()`` with a plain
-  ``torch.optim.AdamW(model.parameters(), lr=1e-3)`` (torch's defaults otherwise). ``--eager-loss
-  model`` takes the loss from the model instead (``model(x, y)``: plasticlm's loss kernel,
-  ``model.fused_loss``), which leaves only the step's own work (optimizer, clipping, loop) in the
-  ratio.
+  ``torch.optim.AdamW(model.parameters(), lr=1e-3)`` (torch's defaults otherwise), on the textbook
+  model: the same GPT with ``F.scaled_dot_product_attention`` (``model.fused_attention = false``).
+  ``--eager-loss model`` takes the loss from the model instead (``model(x, y)``: plasticlm's loss
+  kernel, ``model.fused_loss``) and ``--eager-attention model`` its attention (plasticlm's CPU kernel,
+  ``model.fused_attention``); with both, only the step's own work (optimizer, clipping, loop) is left
+  in the ratio.
 
 Where the eager step runs (``--eager-in``):
 
@@ -36,9 +38,10 @@ Both sides alternate in blocks of ``--steps`` steps (A B A B ...; after a warm-u
 time per step of each side is reported, in wall time and in the process's CPU time
 (``time.process_time``: on one thread the work done, without the time slices other processes took),
 with the page faults per step (minor faults: memory the C library handed back to the OS and faults in
-again). A third side, ``body``, times what both run alike (embeddings, blocks and ln_f, forward and
-backward, in this process); ceiling = eager / body is the most the ratio could be if the rest of the
-loop's step (loss head, optimizer, clipping, bookkeeping) cost nothing.
+again). A third side, ``body``, times the loop's model without its loss head (embeddings, blocks and
+ln_f, forward and backward, with the loop's attention, in this process); ceiling = eager / body is
+the most the ratio could be if the rest of the loop's step (loss head, optimizer, clipping,
+bookkeeping) cost nothing.
 ratio = loop tokens/s / eager tokens/s (> 1: the loop is faster than the eager step); its spread
 within a run is the 25-75% range of the ratio over pairs of adjacent blocks (eager, then loop).
 MFU = ``model.flops_per_token`` x loop tokens/s over a measured float32 matmul peak on the same
@@ -83,10 +86,10 @@ def timed(step, n: int) -> dict[str, float]:
 class EagerStep:
     """The textbook step (module docstring) of a GPT built from ``gpt_config`` with torch's seed 0.
 
-    ``loss = "body"`` times only the part of a step both sides run alike: embeddings, blocks and ln_f,
-    forward and backward (a fixed gradient on ln_f's output; no loss head, optimizer or clipping).
-    eager / body is the ratio's ceiling: what the loop would reach if everything else in its step cost
-    nothing."""
+    ``loss = "body"`` times only the model without its loss head: embeddings, blocks and ln_f, forward
+    and backward (a fixed gradient on ln_f's output; no loss head, optimizer or clipping). Built from
+    the loop's config, eager / body is the ratio's ceiling: what the loop would reach if everything
+    else in its step cost nothing."""
 
     def __init__(self, gpt_config: dict, batch: int, seq: int, loss: str):
         from plasticlm.model import GPT, GPTConfig
@@ -185,11 +188,14 @@ def bench(preset: str, args: argparse.Namespace, run_dir: str) -> dict:
     for _ in range(3):  # warm-up
         loop()
 
-    spec = {"gpt_config": dataclasses.asdict(trainer.gpt_config), "batch": batch, "seq": seq,
+    eager_config = dataclasses.asdict(trainer.gpt_config)
+    eager_config["fused_attention"] = args.eager_attention == "model" and eager_config["fused_attention"]
+    spec = {"gpt_config": eager_config, "batch": batch, "seq": seq,
             "loss": args.eager_loss, "threads": args.threads}
     eager_args = (spec["gpt_config"], batch, seq)
     eager = EagerProcess(spec) if args.eager_in == "process" else EagerStep(*eager_args, args.eager_loss)
-    body = EagerStep(*eager_args, "body")  # in the loop's process, with its settings
+    # the loop's blocks (its attention), in the loop's process, with its settings
+    body = EagerStep(dataclasses.asdict(trainer.gpt_config), batch, seq, "body")
     runs: dict[str, list[dict[str, float]]] = {"loop": [], "eager": [], "body": []}
     try:
         for _ in range(args.blocks):
@@ -241,6 +247,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (train.threads)")
     p.add_argument("--eager-loss", choices=["textbook", "model"], default="textbook",
                    help="eager side's loss: F.cross_entropy on the logits, or the model's own (model(x, y))")
+    p.add_argument("--eager-attention", choices=["textbook", "model"], default="textbook",
+                   help="eager side's attention: F.scaled_dot_product_attention, or the model's own "
+                        "(model.fused_attention: plasticlm's CPU kernel where it applies)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for the loop")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     args = p.parse_args()
@@ -256,7 +265,7 @@ def main() -> None:
             if not args.json:
                 if len(rows) == 1:
                     print(f"CPU float32 matmul peak: {peak / 1e9:.1f} GFLOP/s on {args.threads} thread(s); "
-                          f"loop overrides: {args.set or 'none'}; eager loss: {args.eager_loss}; "
+                          f"loop overrides: {args.set or 'none'}; eager loss: {args.eager_loss}; eager attention: {args.eager_attention}; "
                           f"eager step in: {'its own process' if args.eager_in == 'process' else 'this process'}")
                     print(f"{'preset':>7} {'batch':>8} {'loop ms':>9} {'eager ms':>9} {'ratio':>6} {'pairs IQR':>11} "
                           f"{'loop cpu ms':>11} {'eager cpu ms':>12} {'cpu ratio':>9} {'body ms':>8} {'ceiling':>7} "
@@ -270,14 +279,14 @@ def main() -> None:
                       f"{r['loop_tokens_per_s']:11.0f} {r['mfu']:6.1%} {r['first_step_s']:10.2f}", flush=True)
     if args.json:
         print(json.dumps({"peak_flops": peak, "threads": args.threads, "overrides": args.set,
-                          "eager_loss": args.eager_loss,
+                          "eager_loss": args.eager_loss, "eager_attention": args.eager_attention,
                           "eager_in": args.eager_in, "rows": rows}))
     else:
         print("ratio = loop tokens/s / eager tokens/s (> 1: the loop is faster than the eager step), from "
               "median wall time per step; pairs IQR: the 25-75% range of the ratio over pairs of adjacent "
               "blocks; cpu ratio: the same from the process's CPU time, which time slices "
-              "lost to other processes do not inflate; body ms: the blocks' forward and backward alone, which "
-              "both sides run alike; ceiling = eager ms / body ms, the most the ratio could be; faults/step: "
+              "lost to other processes do not inflate; body ms: the loop's model without its loss head "
+              "(embeddings, blocks, ln_f; forward and backward); ceiling = eager ms / body ms, the most the ratio could be; faults/step: "
               "minor page faults per step, loop/eager")
 
 

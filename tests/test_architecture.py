@@ -5,10 +5,12 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-OPTIONAL = ("wandb", "torch.utils.tensorboard", "transformers", "datasets", "datatrove", "matplotlib", "scipy.stats")
+OPTIONAL = ("wandb", "torch.utils.tensorboard", "transformers", "datasets", "datatrove", "matplotlib", "scipy.stats",
+            "torch.utils.cpp_extension", "ninja")
 """What may be imported inside a function: optional extras (wandb, tensorboard, transformers), and heavy
 imports needed by one path only (datasets for source = "hf", datatrove's executors, matplotlib for figures,
-scipy.stats (1.5 s) for the diagnostics' rank correlation and compare's Welch test)."""
+scipy.stats (1.5 s) for the diagnostics' rank correlation and compare's Welch test, torch's extension
+builder and ninja for the CPU attention kernel's first build)."""
 MAX_LOCAL = 12
 
 
@@ -109,7 +111,7 @@ def test_the_checker_finds_a_cycle():
 
 LAYERS = {
     1: ["errors", "config", "validate", "presets", "runlog", "files", "units", "progress", "dist", "runlock"],
-    2: ["cpu", "model", "optim", "step", "evaluate", "dist_checkpoint", "checkpoint"],
+    2: ["cpu", "attention_cpu", "model", "optim", "step", "evaluate", "dist_checkpoint", "checkpoint"],
     3: ["data"],
     4: ["onset", "analysis", "scaling", "diagnostics", "diagnostics_analysis", "forgetting"],
     5: ["rundir", "components", "probe", "train", "mitigations", "diagnose", "hf", "probe_hf", "bench"],

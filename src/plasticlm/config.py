@@ -65,6 +65,12 @@ class ModelConfig:
         "(model.linear_cross_entropy, faster than lm_head + F.cross_entropy there, equal to float rounding); "
         "false = lm_head + F.cross_entropy. CUDA and autocast always use F.cross_entropy. README 'Step speed'.",
     )
+    fused_attention: bool = opt(
+        True, "Causal attention on CPU by plasticlm's kernel (plasticlm.attention_cpu: float32, head dim 16/32/64, "
+        "AVX2; built with the C++ compiler on first use), about 2x F.scaled_dot_product_attention at the micro "
+        "presets and equal to float rounding; false = SDPA. CUDA, autocast, torch.compile and machines without the "
+        "kernel always use SDPA. README 'Step speed'.",
+    )
     init_from: str = opt(
         "", "A transformers GPT-2 directory (e.g. written by `plasticlm export`) whose weights start the run "
         "instead of a fresh init; the model section and tokenizer must match it (see the README, 'Hugging Face').",

@@ -34,6 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from plasticlm import attention_cpu
 from plasticlm.errors import PlasticError
 from plasticlm.presets import MICRO_HEAD_DIM, MICRO_PRESETS, PAPER_HEAD_DIM, PAPER_PRESETS, preset_names
 
@@ -51,6 +52,7 @@ class GPTConfig:
     init_std: float = 0.02
     gelu: str = "exact"
     fused_loss: bool = True
+    fused_attention: bool = True
 
     @property
     def attn_dim(self) -> int:
@@ -85,7 +87,8 @@ def from_depth(depth: int, aspect: int = 80, head_dim: int = 64, vocab_size: int
 def build_gpt_config(section, vocab_size: int) -> GPTConfig:
     """Resolve the config's ``model`` section (preset, depth dial or explicit dims) to a GPTConfig."""
     vocab = section.vocab_size or vocab_size
-    extra = dict(init_std=section.init_std, gelu=section.gelu, fused_loss=section.fused_loss)
+    extra = dict(init_std=section.init_std, gelu=section.gelu, fused_loss=section.fused_loss,
+                 fused_attention=section.fused_attention)
     if section.depth > 0:
         return from_depth(section.depth, section.aspect, section.head_dim, vocab, section.seq_len, **extra)
     if section.preset:
@@ -166,17 +169,19 @@ def param_init(c: GPTConfig, name: str) -> tuple[str, float]:
 class CausalSelfAttention(nn.Module):
     def __init__(self, c: GPTConfig):
         super().__init__()
-        self.n_head, self.head_dim = c.n_head, c.head_dim
+        self.n_head, self.head_dim, self.fused = c.n_head, c.head_dim, c.fused_attention
         self.qkv = nn.Linear(c.d_model, 3 * c.attn_dim, bias=True)
         self.proj = nn.Linear(c.attn_dim, c.d_model, bias=True)
 
     def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:
         B, T, _ = x_BTD.shape
-        qkv = self.qkv(x_BTD).view(B, T, 3, self.n_head, self.head_dim)
-        q_BHTK, k_BHTK, v_BHTK = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        y_BHTK = F.scaled_dot_product_attention(q_BHTK, k_BHTK, v_BHTK, is_causal=True)
-        y_BTA = y_BHTK.transpose(1, 2).reshape(B, T, self.n_head * self.head_dim)
-        return self.proj(y_BTA)
+        qkv_BT3HK = self.qkv(x_BTD).view(B, T, 3, self.n_head, self.head_dim)
+        if self.fused and attention_cpu.applies(qkv_BT3HK):  # model.fused_attention: CPU kernel, same function
+            y_BTHK = attention_cpu.causal_attention(qkv_BT3HK)
+        else:
+            q_BHTK, k_BHTK, v_BHTK = qkv_BT3HK.permute(2, 0, 3, 1, 4).unbind(0)
+            y_BTHK = F.scaled_dot_product_attention(q_BHTK, k_BHTK, v_BHTK, is_causal=True).transpose(1, 2)
+        return self.proj(y_BTHK.reshape(B, T, self.n_head * self.head_dim))
 
 
 class MLP(nn.Module):

@@ -1,0 +1,161 @@
+"""The CPU attention kernel (plasticlm.attention_cpu, model.fused_attention): the same function as SDPA."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from plasticlm import attention_cpu
+from plasticlm.model import GPT, from_preset
+
+needs_kernel = pytest.mark.skipif(attention_cpu.library() is None,
+                                  reason="no CPU attention kernel here (needs x86-64 with AVX2 and a C++ compiler)")
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double(), b.detach().double()
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@needs_kernel
+@pytest.mark.parametrize("shape", [(2, 128, 3, 16), (3, 37, 2, 32), (2, 70, 3, 64), (1, 1, 1, 16), (2, 9, 1, 16)])
+def test_outputs_and_gradients_equal_sdpa_in_float64(shape):
+    """Padding of T to a multiple of 8, every built head dim, a single token: within float32 rounding of
+    the exact (float64) function."""
+    B, T, H, K = shape
+    torch.manual_seed(0)
+    qkv, grad = torch.randn(B, T, 3, H, K, dtype=torch.float64), torch.randn(B, T, H, K, dtype=torch.float64)
+    exact_in = qkv.clone().requires_grad_()
+    exact = attention_cpu.sdpa_reference(exact_in)
+    exact.backward(grad)
+    ours_in = qkv.float().requires_grad_()
+    ours = attention_cpu.causal_attention(ours_in)
+    ours.backward(grad.float())
+    assert ours.shape == (B, T, H, K)
+    assert rel(ours, exact) < 1e-5
+    assert rel(ours_in.grad, exact_in.grad) < 1e-5
+
+
+@needs_kernel
+def test_large_scores_stay_finite_and_exact():
+    """The softmax subtracts each row's maximum: scores of +-60 (exp would overflow float32 unshifted)."""
+    torch.manual_seed(1)
+    qkv = (torch.randn(2, 24, 3, 2, 16) * 8).requires_grad_()
+    out = attention_cpu.causal_attention(qkv)
+    assert torch.isfinite(out).all()
+    assert rel(out, attention_cpu.sdpa_reference(qkv.double())) < 1e-5
+
+
+@needs_kernel
+def test_splitting_the_batch_over_threads_changes_no_bit():
+    torch.manual_seed(2)
+    qkv, grad = torch.randn(5, 40, 3, 2, 16), torch.randn(5, 40, 2, 16)
+    results = []
+    threads = torch.get_num_threads()
+    try:
+        for n in (1, 3):
+            torch.set_num_threads(n)
+            x = qkv.clone().requires_grad_()
+            out = attention_cpu.causal_attention(x)
+            out.backward(grad)
+            results.append((out.detach(), x.grad))
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(results[0][0], results[1][0]) and torch.equal(results[0][1], results[1][1])
+
+
+@needs_kernel
+def test_double_backward_equals_sdpa():
+    """create_graph (the Hessian diagnostics): the gradient of a gradient."""
+    torch.manual_seed(3)
+    qkv, grad, v = torch.randn(2, 16, 3, 2, 16), torch.randn(2, 16, 2, 16), torch.randn(2, 16, 3, 2, 16)
+    def hvp(fn):
+        x = qkv.clone().requires_grad_()
+        (g,) = torch.autograd.grad(fn(x), x, grad, create_graph=True)
+        return torch.autograd.grad((g * v).sum(), x)[0]
+
+    ours = hvp(attention_cpu.causal_attention)  # no context needed: its backward takes SDPA's math path
+    with sdpa_kernel(SDPBackend.MATH):  # SDPA's CPU flash kernel has no double backward
+        exact = hvp(attention_cpu.sdpa_reference)
+    assert rel(ours, exact) < 1e-4
+
+
+def _models(preset: str = "85K"):
+    out = []
+    for fused in (True, False):
+        torch.manual_seed(0)
+        out.append(GPT(from_preset(preset, fused_attention=fused)))
+    return out
+
+
+@needs_kernel
+def test_the_model_uses_the_kernel_and_trains_as_with_sdpa(monkeypatch):
+    """Loss and every parameter's gradient equal to float rounding, and after 20 AdamW steps the losses
+    still agree to 1e-4 relative: the kernel changes no result beyond float tolerance."""
+    calls = []
+    kernel = attention_cpu.causal_attention
+    monkeypatch.setattr(attention_cpu, "causal_attention", lambda qkv: calls.append(1) or kernel(qkv))
+    fused, sdpa = _models()
+    x = torch.randint(0, 1024, (4, 65), generator=torch.Generator().manual_seed(0))
+    losses = []
+    for m in (fused, sdpa):
+        loss = m(x[:, :-1], x[:, 1:])
+        loss.backward()
+        losses.append(loss)
+    assert len(calls) == fused.config.n_layer
+    assert rel(losses[0], losses[1]) < 1e-6
+    grads = {n: p.grad for n, p in sdpa.named_parameters()}
+    assert max(rel(p.grad, grads[n]) for n, p in fused.named_parameters()) < 1e-4
+    for m in (fused, sdpa):
+        opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+        for i in range(20):
+            xb = x.roll(i, dims=1)
+            opt.zero_grad()
+            m(xb[:, :-1], xb[:, 1:]).backward()
+            opt.step()
+    with torch.no_grad():
+        final = [m(x[:, :-1], x[:, 1:]) for m in (fused, sdpa)]
+    assert rel(final[0], final[1]) < 1e-4
+
+
+def test_without_the_kernel_the_model_takes_sdpa(monkeypatch):
+    """No kernel here (no compiler, not x86 AVX2): the same numbers as model.fused_attention = false."""
+    monkeypatch.setattr(attention_cpu, "library", lambda: None)
+    fused, sdpa = _models("25K")
+    x = torch.randint(0, 1024, (2, 33), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(fused(x), sdpa(x))
+
+
+def test_where_the_kernel_does_not_apply():
+    cases = [torch.zeros(1, 4, 3, 1, 8), torch.zeros(1, 4, 3, 1, 16, dtype=torch.float64),
+             torch.zeros(1, 4, 3, 1, 16, dtype=torch.bfloat16)]
+    assert not any(attention_cpu.applies(qkv) for qkv in cases)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert not attention_cpu.applies(torch.zeros(1, 4, 3, 1, 16))
+
+
+def test_a_failed_build_warns_with_the_reason_and_falls_back(monkeypatch):
+    import torch.utils.cpp_extension as cpp_extension
+
+    monkeypatch.setattr(attention_cpu, "_cpu_has_avx2", lambda: True)
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("Error building extension\nattention_cpu.cpp:1: error: no compiler here\nninja: stopped")
+
+    monkeypatch.setattr(cpp_extension, "load", fail)
+    with pytest.warns(RuntimeWarning, match="could not be built .*error: no compiler here.*fused_attention = false"):
+        assert attention_cpu.library.__wrapped__() is None
+
+
+def test_the_config_switch_reaches_the_model():
+    from plasticlm.config import load_config
+    from plasticlm.model import build_gpt_config
+
+    cfg = load_config(None, ["model.fused_attention=false"])
+    gpt = build_gpt_config(cfg.model, 1024)
+    assert gpt.fused_attention is False
+    assert dataclasses.replace(gpt, fused_attention=True) != gpt
+    assert all(not b.attn.fused for b in GPT(gpt).blocks)
