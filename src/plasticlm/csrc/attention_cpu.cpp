@@ -85,18 +85,61 @@ struct Scratch {
   ~Scratch() { free(base); }
 };
 
-// Copy one head of a strided (T, row_stride) source into row-major (rowm, Tp x KD) and/or transposed
-// (colm, KD x LD) buffers, times scale.
-template <int KD>
-void load_head(const float* src, int64_t row_stride, int64_t T, float scale, float* rowm, float* colm, int64_t LD) {
-  for (int64_t j = 0; j < T; j++) {
-    const float* s = src + j * row_stride;
-    for (int d = 0; d < KD; d++) {
-      const float x = s[d] * scale;
-      if (rowm) rowm[j * KD + d] = x;
-      if (colm) colm[d * LD + j] = x;
-    }
+inline void transpose8(__m256 r[8]) {
+  __m256 t[8], u[8];
+  for (int i = 0; i < 8; i += 2) {
+    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
   }
+  for (int i = 0; i < 8; i += 4) {
+    u[i] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], _MM_SHUFFLE(3, 2, 3, 2));
+    u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(1, 0, 1, 0));
+    u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], _MM_SHUFFLE(3, 2, 3, 2));
+  }
+  for (int i = 0; i < 4; i++) {
+    r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+    r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+  }
+}
+
+// One head of a strided (T rows, row_stride apart) source, times scale, into a row-major Tp x KD buffer.
+template <int KD>
+void load_rows(const float* src, int64_t row_stride, int64_t T, float scale, float* rowm) {
+  const __m256 s8 = _mm256_set1_ps(scale);
+  for (int64_t j = 0; j < T; j++)
+    for (int d = 0; d < KD; d += 8)
+      _mm256_store_ps(rowm + j * KD + d, _mm256_mul_ps(_mm256_loadu_ps(src + j * row_stride + d), s8));
+}
+
+// The same head transposed, into a KD x LD buffer: 8 x 8 blocks through registers.
+template <int KD>
+void load_cols(const float* src, int64_t row_stride, int64_t T, float* colm, int64_t LD) {
+  int64_t j0 = 0;
+  for (; j0 + 8 <= T; j0 += 8)
+    for (int d0 = 0; d0 < KD; d0 += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; i++) r[i] = _mm256_loadu_ps(src + (j0 + i) * row_stride + d0);
+      transpose8(r);
+      for (int i = 0; i < 8; i++) _mm256_store_ps(colm + (d0 + i) * LD + j0, r[i]);
+    }
+  for (int64_t j = j0; j < T; j++)
+    for (int d = 0; d < KD; d++) colm[d * LD + j] = src[j * row_stride + d];
+}
+
+// The inverse: a KD x LD buffer written as T strided rows.
+template <int KD>
+void store_cols(const float* colm, int64_t LD, int64_t T, float* dst, int64_t row_stride) {
+  int64_t j0 = 0;
+  for (; j0 + 8 <= T; j0 += 8)
+    for (int d0 = 0; d0 < KD; d0 += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; i++) r[i] = _mm256_load_ps(colm + (d0 + i) * LD + j0);
+      transpose8(r);
+      for (int i = 0; i < 8; i++) _mm256_storeu_ps(dst + (j0 + i) * row_stride + d0, r[i]);
+    }
+  for (int64_t j = j0; j < T; j++)
+    for (int d = 0; d < KD; d++) dst[j * row_stride + d] = colm[d * LD + j];
 }
 
 // S[r, j] = sum_d A[i0 + r, d] * Bt[d, j] for r < BR, j < nv (A row-major, Bt transposed).
@@ -157,9 +200,9 @@ int forward(const float* qkv, float* out, float* lse, int64_t B, int64_t T, int6
   for (int64_t b = b0; b < b1; b++) {
     for (int64_t h = 0; h < H; h++) {
       const float* base = qkv + b * T * rs + h * KD;
-      load_head<KD>(base, rs, T, scale, w.Q, nullptr, LD);
-      load_head<KD>(base + H * KD, rs, T, 1.0f, nullptr, w.Kt, LD);
-      load_head<KD>(base + 2 * H * KD, rs, T, 1.0f, w.V, nullptr, LD);
+      load_rows<KD>(base, rs, T, scale, w.Q);
+      load_cols<KD>(base + H * KD, rs, T, w.Kt, LD);
+      load_rows<KD>(base + 2 * H * KD, rs, T, 1.0f, w.V);
       for (int64_t i0 = 0; i0 < T; i0 += BR) {
         const int64_t nv = i0 + BR;  // keys 0..i0+7 cover the tile's rows; later ones are masked
         tile_scores<KD>(w.Q, w.Kt, LD, i0, nv, w.P);
@@ -197,10 +240,11 @@ int backward(const float* qkv, const float* out, const float* lse, const float* 
   for (int64_t b = b0; b < b1; b++) {
     for (int64_t h = 0; h < H; h++) {
       const float* base = qkv + b * T * rs + h * KD;
-      load_head<KD>(base, rs, T, scale, w.Q, nullptr, LD);
-      load_head<KD>(base + H * KD, rs, T, 1.0f, w.K, w.Kt, LD);
-      load_head<KD>(base + 2 * H * KD, rs, T, 1.0f, nullptr, w.Vt, LD);
-      load_head<KD>(dout + b * T * ors + h * KD, ors, T, 1.0f, w.G, nullptr, LD);
+      load_rows<KD>(base, rs, T, scale, w.Q);
+      load_rows<KD>(base + H * KD, rs, T, 1.0f, w.K);
+      load_cols<KD>(base + H * KD, rs, T, w.Kt, LD);
+      load_cols<KD>(base + 2 * H * KD, rs, T, w.Vt, LD);
+      load_rows<KD>(dout + b * T * ors + h * KD, ors, T, 1.0f, w.G);
       for (int d = 0; d < KD; d++) {
         memset(w.dKt + d * LD, 0, sizeof(float) * w.Tp);
         memset(w.dVt + d * LD, 0, sizeof(float) * w.Tp);
@@ -234,12 +278,8 @@ int backward(const float* qkv, const float* out, const float* lse, const float* 
         tile_accumulate_t<KD>(w.G, i0, w.P, LD, nv, w.dVt);   // dV^T += dO^T P
       }
       float* dk = dqkv + b * T * rs + H * KD + h * KD;
-      float* dv = dk + H * KD;
-      for (int64_t j = 0; j < T; j++)
-        for (int d = 0; d < KD; d++) {
-          dk[j * rs + d] = w.dKt[d * LD + j];
-          dv[j * rs + d] = w.dVt[d * LD + j];
-        }
+      store_cols<KD>(w.dKt, LD, T, dk, rs);
+      store_cols<KD>(w.dVt, LD, T, dk + H * KD, rs);
     }
   }
   return 0;
