@@ -265,7 +265,8 @@ def main() -> None:
             if not args.json:
                 if len(rows) == 1:
                     print(f"CPU float32 matmul peak: {peak / 1e9:.1f} GFLOP/s on {args.threads} thread(s); "
-                          f"loop overrides: {args.set or 'none'}; eager loss: {args.eager_loss}; eager attention: {args.eager_attention}; "
+                          f"loop overrides: {args.set or 'none'}; eager loss: {args.eager_loss}; "
+                          f"eager attention: {args.eager_attention}; "
                           f"eager step in: {'its own process' if args.eager_in == 'process' else 'this process'}")
                     print(f"{'preset':>7} {'batch':>8} {'loop ms':>9} {'eager ms':>9} {'ratio':>6} {'pairs IQR':>11} "
                           f"{'loop cpu ms':>11} {'eager cpu ms':>12} {'cpu ratio':>9} {'body ms':>8} {'ceiling':>7} "
@@ -286,7 +287,8 @@ def main() -> None:
               "median wall time per step; pairs IQR: the 25-75% range of the ratio over pairs of adjacent "
               "blocks; cpu ratio: the same from the process's CPU time, which time slices "
               "lost to other processes do not inflate; body ms: the loop's model without its loss head "
-              "(embeddings, blocks, ln_f; forward and backward); ceiling = eager ms / body ms, the most the ratio could be; faults/step: "
+              "(embeddings, blocks, ln_f; forward and backward); ceiling = eager ms / body ms, the most the "
+              "ratio could be; faults/step: "
               "minor page faults per step, loop/eager")
 
 

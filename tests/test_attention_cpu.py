@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
 
 import pytest
@@ -137,10 +138,11 @@ def test_where_the_kernel_does_not_apply():
         assert not attention_cpu.applies(torch.zeros(1, 4, 3, 1, 16))
 
 
-def test_a_failed_build_warns_with_the_reason_and_falls_back(monkeypatch):
+def test_a_failed_build_warns_with_the_reason_and_falls_back(monkeypatch, tmp_path):
     import torch.utils.cpp_extension as cpp_extension
 
     monkeypatch.setattr(attention_cpu, "_cpu_has_avx2", lambda: True)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # nothing built there
 
     def fail(*args, **kwargs):
         raise RuntimeError("Error building extension\nattention_cpu.cpp:1: error: no compiler here\nninja: stopped")
@@ -159,3 +161,29 @@ def test_the_config_switch_reaches_the_model():
     assert gpt.fused_attention is False
     assert dataclasses.replace(gpt, fused_attention=True) != gpt
     assert all(not b.attn.fused for b in GPT(gpt).blocks)
+
+
+@needs_kernel
+def test_a_built_kernel_loads_without_building(monkeypatch):
+    import torch.utils.cpp_extension as cpp_extension
+
+    assert attention_cpu.library_path().exists()  # built by needs_kernel's library() call
+    monkeypatch.setattr(cpp_extension, "load", lambda *a, **k: pytest.fail("built again"))
+    assert attention_cpu.library.__wrapped__() is not None
+
+
+@needs_kernel
+@pytest.mark.timeout(300)
+def test_a_build_killed_midway_does_not_block_the_next(monkeypatch, tmp_path):
+    """torch's build lock is a file; a process SIGKILLed while holding it leaves it behind, and
+    torch.utils.cpp_extension would then wait on it forever. The next build removes it (it holds
+    plasticlm's flock, which died with the killed process) and finishes."""
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    path = attention_cpu.library_path()
+    assert path.is_relative_to(tmp_path) and not path.exists()
+    (path.parent / "build").mkdir(parents=True)
+    (path.parent / "build" / "lock").write_text("")  # what a killed build leaves
+    attention_cpu.build(path)
+    assert path.exists() and not (path.parent / "build" / "lock").exists()
+    lib = ctypes.CDLL(str(path))
+    assert lib.plasticlm_attention_forward is not None

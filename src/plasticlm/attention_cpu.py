@@ -11,8 +11,8 @@ qkv in place of three.
 
 Where it applies (``applies``): float32 CPU tensors outside autocast and ``torch.compile``, head dim 16,
 32 or 64, an x86-64 CPU with AVX2 and FMA, and a C++ compiler to build it with: the first use in a
-process builds it with ``torch.utils.cpp_extension`` (about 2 s once; the library is cached under
-torch's extension directory, ``TORCH_EXTENSIONS_DIR``) and later processes load it. Anywhere else, or if
+process on a machine builds it with ``torch.utils.cpp_extension`` (about 4 s; ``library_path``) and
+later processes load it in milliseconds. Anywhere else, or if
 the build fails (one warning, naming the reason), the model uses SDPA. With several torch threads a
 batch is split over that many threads (the kernel works on one (batch, head) at a time, so the
 result does not depend on the split). Double backward (``create_graph``, the Hessian diagnostics)
@@ -23,10 +23,12 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import hashlib
 import math
 import os
 import platform
 import shutil
+import sys
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,6 +36,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
+
+from plasticlm.runlock import cache_lock
+from plasticlm.runlog import atomic_write_bytes
 
 HEAD_DIMS = (16, 32, 64)
 """Head dims the kernel is built for (``csrc/attention_cpu.cpp``)."""
@@ -48,24 +53,54 @@ def _cpu_has_avx2() -> bool:
     return torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512")
 
 
+def library_path() -> Path:
+    """Where the built kernel lives: under torch's extension root (``TORCH_EXTENSIONS_DIR``, else
+    ``~/.cache/torch_extensions``), in a directory keyed by the source, the flags, torch and Python, so
+    that a changed source or another torch builds anew."""
+    root = os.environ.get("TORCH_EXTENSIONS_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "torch_extensions")
+    key = hashlib.sha256(b"\0".join([SOURCE.read_bytes(), " ".join(CFLAGS).encode(), torch.__version__.encode(),
+                                     sys.version.encode(), platform.machine().encode()])).hexdigest()[:16]
+    return Path(root) / f"plasticlm_attention_cpu_{key}" / "plasticlm_attention_cpu.so"
+
+
+def build(path: Path) -> None:
+    """Build the kernel into ``path`` with ``torch.utils.cpp_extension`` (ninja and the C++ compiler), once
+    per machine: under a ``flock`` that dies with its holder, the finished library copied into place
+    atomically. (torch's own build lock is a file that a process killed mid-build leaves behind, after
+    which every later build waits forever; holding ours, nobody else builds there, so a left-over one is
+    stale and removed.)"""
+    import torch.utils.cpp_extension as cpp_extension
+
+    if shutil.which("ninja") is None:  # torch builds extensions with ninja; the pip package ships one
+        try:
+            import ninja
+
+            os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
+        except ImportError:
+            pass
+    with cache_lock(path.parent / "build.lock", "plasticlm's CPU attention kernel"):
+        if path.exists():
+            return  # built by the process we waited for
+        work = path.parent / "build"
+        work.mkdir(parents=True, exist_ok=True)
+        (work / "lock").unlink(missing_ok=True)
+        built = cpp_extension.load("plasticlm_attention_cpu", [str(SOURCE)], extra_cflags=CFLAGS,
+                                   build_directory=str(work), is_python_module=False, verbose=False)
+        atomic_write_bytes(path, Path(built).read_bytes())
+
+
 @functools.cache
 def library() -> ctypes.CDLL | None:
-    """The built kernel, or None (with one warning saying why) where it cannot be had."""
+    """The built kernel (built on first use on this machine), or None, with one warning saying why,
+    where it cannot be had."""
     if not _cpu_has_avx2():
         return None  # not an x86-64 CPU with AVX2: SDPA, silently (nothing the user can fix)
     try:
-        import torch.utils.cpp_extension as cpp_extension
-
-        if shutil.which("ninja") is None:  # torch builds extensions with ninja; the pip package ships one
-            try:
-                import ninja
-
-                os.environ["PATH"] = ninja.BIN_DIR + os.pathsep + os.environ.get("PATH", "")
-            except ImportError:
-                pass
-        path = cpp_extension.load("plasticlm_attention_cpu", [str(SOURCE)], extra_cflags=CFLAGS,
-                                  is_python_module=False, verbose=False)
-        lib = ctypes.CDLL(path)
+        path = library_path()
+        if not path.exists():
+            build(path)
+        lib = ctypes.CDLL(str(path))
     except Exception as e:  # no compiler, no ninja, a read-only cache, a build error: SDPA instead
         lines = str(e).strip().splitlines() or [""]
         why = next((line.strip() for line in lines if "error:" in line), lines[-1].strip())  # the compiler's

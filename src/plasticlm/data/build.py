@@ -60,11 +60,12 @@ from tqdm import tqdm
 
 from plasticlm.config import DataConfig
 from plasticlm.data import shards
-from plasticlm.data.paths import cache_lock, lang_seed, read_cached_json
+from plasticlm.data.paths import lang_seed, read_cached_json
 from plasticlm.data.sources import make_source
 from plasticlm.data.splits import split_indices
 from plasticlm.data.tokenizer import load_tokenizer
 from plasticlm.errors import DataError
+from plasticlm.runlock import cache_lock
 from plasticlm.runlog import atomic_path, atomic_write_json
 
 SPLITS = ("train", "val")

@@ -10,7 +10,7 @@ under its final name)::
       tokenizers/<hash16>/tokenizer.json        trained byte-level BPE, with meta.json
       tokens/<tokenizer16>/<lang>/<key16>.{train,val}.{bin,json}   token shards and their headers
 
-Each entry is built under a file lock (``cache_lock``): ``corpus/<source-key>/.lock``,
+Each entry is built under a file lock (``plasticlm.runlock.cache_lock``): ``corpus/<source-key>/.lock``,
 ``tokenizers/<hash16>.lock`` and, beside the shard build's task files,
 ``work/<tokenizer16>/<lang>/<key16>.lock``. A second process that needs the same entry at the same
 time waits, then finds it complete and reads it: two builds never write one entry at once, and it is
@@ -19,13 +19,9 @@ built once.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import json
 import os
-import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -49,24 +45,6 @@ def tokenizer_dir(home: Path, tok_hash: str) -> Path:
 def shard_base(home: Path, tok_hash: str, lang: str, key: str) -> Path:
     """Shards are ``<base>.train.bin`` etc.; ``key`` covers the corpus, tokenizer and split settings."""
     return home / "tokens" / tok_hash[:16] / lang / key[:16]
-
-
-@contextlib.contextmanager
-def cache_lock(path: Path, what: str = "") -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created, with its directory) for the ``with`` block; wait
-    for another holder, saying so on stderr when ``what`` names the entry. The kernel releases the lock
-    when its holder exits, however it exits (SIGKILL included); the file stays (as in runlock.py:
-    deleting a lock file races with a process that has just opened it). Callers check the cache again
-    once they hold the lock: the holder they waited for may have built the entry."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if what:
-                print(f"plasticlm: waiting for another process that is building {what} ({path})", file=sys.stderr)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        yield
 
 
 def read_cached_json(path: Path) -> Any | None:
