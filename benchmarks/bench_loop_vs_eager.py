@@ -17,11 +17,11 @@ random tokens:
   ``loss = F.cross_entropy(model(x).view(-1, V), y.view(-1)); loss.backward();
   clip_grad_norm_(..., 1.0); opt.step(); opt.zero_grad()`` with a plain
   ``torch.optim.AdamW(model.parameters(), lr=1e-3)`` (torch's defaults otherwise), on the textbook
-  model: the same GPT with ``F.scaled_dot_product_attention`` (``model.fused_attention = false``).
-  ``--eager-loss model`` takes the loss from the model instead (``model(x, y)``: plasticlm's loss
-  kernel, ``model.fused_loss``) and ``--eager-attention model`` its attention (plasticlm's CPU kernel,
-  ``model.fused_attention``); with both, only the step's own work (optimizer, clipping, loop) is left
-  in the ratio.
+  model: the same GPT and weights with ``F.scaled_dot_product_attention`` and ``nn.GELU``
+  (``model.fused_attention = false``, ``model.fused_gelu = false``). ``--eager-loss model`` takes the
+  loss from the model instead (``model(x, y)``: plasticlm's loss kernel, ``model.fused_loss``) and
+  ``--eager-kernels model`` its attention and GeLU (plasticlm's CPU kernels); with both, only the
+  step's own work (optimizer, clipping, loop) is left in the ratio.
 
 Where the eager step runs (``--eager-in``):
 
@@ -189,7 +189,8 @@ def bench(preset: str, args: argparse.Namespace, run_dir: str) -> dict:
         loop()
 
     eager_config = dataclasses.asdict(trainer.gpt_config)
-    eager_config["fused_attention"] = args.eager_attention == "model" and eager_config["fused_attention"]
+    for key in ("fused_attention", "fused_gelu"):  # textbook: SDPA and nn.GELU
+        eager_config[key] = args.eager_kernels == "model" and eager_config[key]
     spec = {"gpt_config": eager_config, "batch": batch, "seq": seq,
             "loss": args.eager_loss, "threads": args.threads}
     eager_args = (spec["gpt_config"], batch, seq)
@@ -247,9 +248,9 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (train.threads)")
     p.add_argument("--eager-loss", choices=["textbook", "model"], default="textbook",
                    help="eager side's loss: F.cross_entropy on the logits, or the model's own (model(x, y))")
-    p.add_argument("--eager-attention", choices=["textbook", "model"], default="textbook",
-                   help="eager side's attention: F.scaled_dot_product_attention, or the model's own "
-                        "(model.fused_attention: plasticlm's CPU kernel where it applies)")
+    p.add_argument("--eager-kernels", choices=["textbook", "model"], default="textbook",
+                   help="eager side's attention and GeLU: F.scaled_dot_product_attention and nn.GELU, or the "
+                        "model's own (model.fused_attention, model.fused_gelu: plasticlm's CPU kernels)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override for the loop")
     p.add_argument("--json", action="store_true", help="print one JSON document")
     args = p.parse_args()
@@ -266,7 +267,7 @@ def main() -> None:
                 if len(rows) == 1:
                     print(f"CPU float32 matmul peak: {peak / 1e9:.1f} GFLOP/s on {args.threads} thread(s); "
                           f"loop overrides: {args.set or 'none'}; eager loss: {args.eager_loss}; "
-                          f"eager attention: {args.eager_attention}; "
+                          f"eager kernels: {args.eager_kernels}; "
                           f"eager step in: {'its own process' if args.eager_in == 'process' else 'this process'}")
                     print(f"{'preset':>7} {'batch':>8} {'loop ms':>9} {'eager ms':>9} {'ratio':>6} {'pairs IQR':>11} "
                           f"{'loop cpu ms':>11} {'eager cpu ms':>12} {'cpu ratio':>9} {'body ms':>8} {'ceiling':>7} "
@@ -280,7 +281,7 @@ def main() -> None:
                       f"{r['loop_tokens_per_s']:11.0f} {r['mfu']:6.1%} {r['first_step_s']:10.2f}", flush=True)
     if args.json:
         print(json.dumps({"peak_flops": peak, "threads": args.threads, "overrides": args.set,
-                          "eager_loss": args.eager_loss, "eager_attention": args.eager_attention,
+                          "eager_loss": args.eager_loss, "eager_kernels": args.eager_kernels,
                           "eager_in": args.eager_in, "rows": rows}))
     else:
         print("ratio = loop tokens/s / eager tokens/s (> 1: the loop is faster than the eager step), from "

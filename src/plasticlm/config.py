@@ -66,10 +66,14 @@ class ModelConfig:
         "false = lm_head + F.cross_entropy. CUDA and autocast always use F.cross_entropy. README 'Step speed'.",
     )
     fused_attention: bool = opt(
-        True, "Causal attention on CPU by plasticlm's kernel (plasticlm.attention_cpu: float32, head dim 16/32/64, "
-        "AVX2; built with the C++ compiler on first use), about 2x F.scaled_dot_product_attention at the micro "
+        True, "Causal attention on CPU by plasticlm's kernel (plasticlm.cpu_kernels: float32, head dim 16/32/64, "
+        "AVX2; built with the C++ compiler on first use), 2-2.4x F.scaled_dot_product_attention at the micro "
         "presets and equal to float rounding; false = SDPA. CUDA, autocast, torch.compile and machines without the "
-        "kernel always use SDPA. README 'Step speed'.",
+        "kernels always use SDPA. README 'Step speed'.",
+    )
+    fused_gelu: bool = opt(
+        True, "The exact GeLU on CPU by plasticlm's kernel (plasticlm.cpu_kernels, float32), forward and backward "
+        "in one pass each, equal to nn.GELU to float rounding; false = nn.GELU. Elsewhere always nn.GELU.",
     )
     init_from: str = opt(
         "", "A transformers GPT-2 directory (e.g. written by `plasticlm export`) whose weights start the run "

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from plasticlm import attention_cpu
+from plasticlm import cpu_kernels
 from plasticlm.errors import PlasticError
 from plasticlm.presets import MICRO_HEAD_DIM, MICRO_PRESETS, PAPER_HEAD_DIM, PAPER_PRESETS, preset_names
 
@@ -53,6 +53,7 @@ class GPTConfig:
     gelu: str = "exact"
     fused_loss: bool = True
     fused_attention: bool = True
+    fused_gelu: bool = True
 
     @property
     def attn_dim(self) -> int:
@@ -88,7 +89,7 @@ def build_gpt_config(section, vocab_size: int) -> GPTConfig:
     """Resolve the config's ``model`` section (preset, depth dial or explicit dims) to a GPTConfig."""
     vocab = section.vocab_size or vocab_size
     extra = dict(init_std=section.init_std, gelu=section.gelu, fused_loss=section.fused_loss,
-                 fused_attention=section.fused_attention)
+                 fused_attention=section.fused_attention, fused_gelu=section.fused_gelu)
     if section.depth > 0:
         return from_depth(section.depth, section.aspect, section.head_dim, vocab, section.seq_len, **extra)
     if section.preset:
@@ -176,19 +177,32 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:
         B, T, _ = x_BTD.shape
         qkv_BT3HK = self.qkv(x_BTD).view(B, T, 3, self.n_head, self.head_dim)
-        if self.fused and attention_cpu.applies(qkv_BT3HK):  # model.fused_attention: CPU kernel, same function
-            y_BTHK = attention_cpu.causal_attention(qkv_BT3HK)
+        if self.fused and cpu_kernels.applies(qkv_BT3HK):  # model.fused_attention: CPU kernel, same function
+            y_BTHK = cpu_kernels.causal_attention(qkv_BT3HK)
         else:
             q_BHTK, k_BHTK, v_BHTK = qkv_BT3HK.permute(2, 0, 3, 1, 4).unbind(0)
             y_BTHK = F.scaled_dot_product_attention(q_BHTK, k_BHTK, v_BHTK, is_causal=True).transpose(1, 2)
         return self.proj(y_BTHK.reshape(B, T, self.n_head * self.head_dim))
 
 
+class GELU(nn.GELU):
+    """``nn.GELU``; the exact one on CPU by plasticlm's kernel (``model.fused_gelu``, same function)."""
+
+    def __init__(self, approximate: str, fused: bool):
+        super().__init__(approximate=approximate)
+        self.fused = fused and approximate == "none"
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fused and cpu_kernels.gelu_applies(x):
+            return cpu_kernels.gelu(x)
+        return super().forward(x)
+
+
 class MLP(nn.Module):
     def __init__(self, c: GPTConfig):
         super().__init__()
         self.fc = nn.Linear(c.d_model, 4 * c.d_model, bias=True)
-        self.act = nn.GELU(approximate="tanh" if c.gelu == "tanh" else "none")
+        self.act = GELU("tanh" if c.gelu == "tanh" else "none", c.fused_gelu)
         self.proj = nn.Linear(4 * c.d_model, c.d_model, bias=True)
 
     def forward(self, x_BTD: torch.Tensor) -> torch.Tensor:

@@ -139,7 +139,7 @@ def cache_lock(path: Path, what: str = "") -> Iterator[None]:
     for another holder, saying so on stderr when ``what`` names the entry. The kernel releases the lock
     when its holder exits, however it exits (SIGKILL included); the file stays (as with the run lock:
     deleting a lock file races with a process that has just opened it). Used by the data cache
-    (``plasticlm.data.paths``) and the CPU attention kernel's build (``plasticlm.attention_cpu``).
+    (``plasticlm.data.paths``) and the CPU kernels' build (``plasticlm.cpu_kernels``).
     Callers check the cache again once they hold the lock: the holder they waited for may have built
     the entry."""
     path.parent.mkdir(parents=True, exist_ok=True)

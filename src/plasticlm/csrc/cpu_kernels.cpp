@@ -1,6 +1,7 @@
-// Causal self-attention, forward and backward, for float32 on x86-64 CPUs with AVX2 and FMA.
+// plasticlm's CPU kernels, forward and backward, for float32 on x86-64 CPUs with AVX2 and FMA: causal
+// self-attention, and the exact GeLU (at the end of the file).
 //
-// Built on first use by plasticlm.attention_cpu (through torch.utils.cpp_extension) and called through
+// Built on first use by plasticlm.cpu_kernels (through torch.utils.cpp_extension) and called through
 // ctypes: plain C functions on raw float pointers, no torch headers, so it builds in about a second.
 //
 // Why it exists (README, "Step speed"): at the CPU micro presets (head dim 16, T = 128) PyTorch's
@@ -285,9 +286,69 @@ int backward(const float* qkv, const float* out, const float* lse, const float* 
   return 0;
 }
 
+// Exact GeLU, x Phi(x) = x/2 (1 + erf(x / sqrt 2)), with erf as ATen's vectorized CPU kernel computes it
+// (Abramowitz & Stegun 7.1.26: |error| < 1.5e-7, float rounding) and exp(-z^2) shared by the
+// derivative Phi(x) + x phi(x) in the backward.
+struct GeluParts {
+  __m256 cdf, pdf;  // Phi(x) and phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
+};
+
+inline GeluParts gelu_parts(__m256 x) {
+  const __m256 sign = _mm256_set1_ps(-0.0f), one = _mm256_set1_ps(1.0f);
+  const __m256 z = _mm256_mul_ps(x, _mm256_set1_ps(0.70710678118654752f));
+  const __m256 zs = _mm256_and_ps(sign, z), za = _mm256_xor_ps(zs, z);
+  const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(_mm256_set1_ps(0.3275911f), za, one));
+  __m256 r = _mm256_set1_ps(1.061405429f);
+  r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(-1.453152027f));
+  r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(1.421413741f));
+  r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(-0.284496736f));
+  r = _mm256_fmadd_ps(r, t, _mm256_set1_ps(0.254829592f));
+  const __m256 e = exp256(_mm256_xor_ps(sign, _mm256_mul_ps(z, z)));  // exp(-z^2) = exp(-x^2 / 2)
+  const __m256 erf = _mm256_xor_ps(zs, _mm256_fnmadd_ps(_mm256_mul_ps(r, t), e, one));
+  return {_mm256_mul_ps(_mm256_set1_ps(0.5f), _mm256_add_ps(one, erf)),
+          _mm256_mul_ps(e, _mm256_set1_ps(0.39894228040143268f))};
+}
+
+inline __m256 load_n(const float* p, int64_t n) {  // the first n < 8 floats, zeros after
+  alignas(32) float tmp[8] = {0};
+  memcpy(tmp, p, sizeof(float) * n);
+  return _mm256_load_ps(tmp);
+}
+
+inline void store_n(float* p, __m256 v, int64_t n) {
+  alignas(32) float tmp[8];
+  _mm256_store_ps(tmp, v);
+  memcpy(p, tmp, sizeof(float) * n);
+}
+
 }  // namespace
 
 extern "C" {
+
+void plasticlm_gelu_forward(const float* x, float* y, int64_t n) {
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    _mm256_storeu_ps(y + i, _mm256_mul_ps(v, gelu_parts(v).cdf));
+  }
+  if (i < n) {
+    const __m256 v = load_n(x + i, n - i);
+    store_n(y + i, _mm256_mul_ps(v, gelu_parts(v).cdf), n - i);
+  }
+}
+
+void plasticlm_gelu_backward(const float* x, const float* grad, float* dx, int64_t n) {
+  int64_t i = 0;
+  for (; i < n; i += 8) {
+    const int64_t m = n - i < 8 ? n - i : 8;
+    const __m256 v = m == 8 ? _mm256_loadu_ps(x + i) : load_n(x + i, m);
+    const __m256 g = m == 8 ? _mm256_loadu_ps(grad + i) : load_n(grad + i, m);
+    const GeluParts p = gelu_parts(v);
+    const __m256 d = _mm256_mul_ps(g, _mm256_fmadd_ps(v, p.pdf, p.cdf));
+    if (m == 8) _mm256_storeu_ps(dx + i, d);
+    else store_n(dx + i, d, m);
+  }
+}
 
 int plasticlm_attention_forward(const float* qkv, float* out, float* lse, int64_t B, int64_t T, int64_t H,
                                 int64_t head_dim, float scale, int64_t b0, int64_t b1) {

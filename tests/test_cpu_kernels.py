@@ -1,4 +1,5 @@
-"""The CPU attention kernel (plasticlm.attention_cpu, model.fused_attention): the same function as SDPA."""
+"""plasticlm's CPU kernels (plasticlm.cpu_kernels): attention (model.fused_attention) the same function as
+SDPA, GeLU (model.fused_gelu) the same as nn.GELU."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import pytest
 import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from plasticlm import attention_cpu
+from plasticlm import cpu_kernels
 from plasticlm.model import GPT, from_preset
 
-needs_kernel = pytest.mark.skipif(attention_cpu.library() is None,
+needs_kernel = pytest.mark.skipif(cpu_kernels.library() is None,
                                   reason="no CPU attention kernel here (needs x86-64 with AVX2 and a C++ compiler)")
 
 
@@ -30,10 +31,10 @@ def test_outputs_and_gradients_equal_sdpa_in_float64(shape):
     torch.manual_seed(0)
     qkv, grad = torch.randn(B, T, 3, H, K, dtype=torch.float64), torch.randn(B, T, H, K, dtype=torch.float64)
     exact_in = qkv.clone().requires_grad_()
-    exact = attention_cpu.sdpa_reference(exact_in)
+    exact = cpu_kernels.sdpa_reference(exact_in)
     exact.backward(grad)
     ours_in = qkv.float().requires_grad_()
-    ours = attention_cpu.causal_attention(ours_in)
+    ours = cpu_kernels.causal_attention(ours_in)
     ours.backward(grad.float())
     assert ours.shape == (B, T, H, K)
     assert rel(ours, exact) < 1e-5
@@ -45,9 +46,9 @@ def test_large_scores_stay_finite_and_exact():
     """The softmax subtracts each row's maximum: scores of +-60 (exp would overflow float32 unshifted)."""
     torch.manual_seed(1)
     qkv = (torch.randn(2, 24, 3, 2, 16) * 8).requires_grad_()
-    out = attention_cpu.causal_attention(qkv)
+    out = cpu_kernels.causal_attention(qkv)
     assert torch.isfinite(out).all()
-    assert rel(out, attention_cpu.sdpa_reference(qkv.double())) < 1e-5
+    assert rel(out, cpu_kernels.sdpa_reference(qkv.double())) < 1e-5
 
 
 @needs_kernel
@@ -60,7 +61,7 @@ def test_splitting_the_batch_over_threads_changes_no_bit():
         for n in (1, 3):
             torch.set_num_threads(n)
             x = qkv.clone().requires_grad_()
-            out = attention_cpu.causal_attention(x)
+            out = cpu_kernels.causal_attention(x)
             out.backward(grad)
             results.append((out.detach(), x.grad))
     finally:
@@ -78,9 +79,9 @@ def test_double_backward_equals_sdpa():
         (g,) = torch.autograd.grad(fn(x), x, grad, create_graph=True)
         return torch.autograd.grad((g * v).sum(), x)[0]
 
-    ours = hvp(attention_cpu.causal_attention)  # no context needed: its backward takes SDPA's math path
+    ours = hvp(cpu_kernels.causal_attention)  # no context needed: its backward takes SDPA's math path
     with sdpa_kernel(SDPBackend.MATH):  # SDPA's CPU flash kernel has no double backward
-        exact = hvp(attention_cpu.sdpa_reference)
+        exact = hvp(cpu_kernels.sdpa_reference)
     assert rel(ours, exact) < 1e-4
 
 
@@ -88,7 +89,7 @@ def _models(preset: str = "85K"):
     out = []
     for fused in (True, False):
         torch.manual_seed(0)
-        out.append(GPT(from_preset(preset, fused_attention=fused)))
+        out.append(GPT(from_preset(preset, fused_attention=fused, fused_gelu=fused)))
     return out
 
 
@@ -97,8 +98,9 @@ def test_the_model_uses_the_kernel_and_trains_as_with_sdpa(monkeypatch):
     """Loss and every parameter's gradient equal to float rounding, and after 20 AdamW steps the losses
     still agree to 1e-4 relative: the kernel changes no result beyond float tolerance."""
     calls = []
-    kernel = attention_cpu.causal_attention
-    monkeypatch.setattr(attention_cpu, "causal_attention", lambda qkv: calls.append(1) or kernel(qkv))
+    attention, gelu = cpu_kernels.causal_attention, cpu_kernels.gelu
+    monkeypatch.setattr(cpu_kernels, "causal_attention", lambda qkv: calls.append("attention") or attention(qkv))
+    monkeypatch.setattr(cpu_kernels, "gelu", lambda x: calls.append("gelu") or gelu(x))
     fused, sdpa = _models()
     x = torch.randint(0, 1024, (4, 65), generator=torch.Generator().manual_seed(0))
     losses = []
@@ -106,8 +108,8 @@ def test_the_model_uses_the_kernel_and_trains_as_with_sdpa(monkeypatch):
         loss = m(x[:, :-1], x[:, 1:])
         loss.backward()
         losses.append(loss)
-    assert len(calls) == fused.config.n_layer
-    assert rel(losses[0], losses[1]) < 1e-6
+    assert sorted(calls) == ["attention"] * fused.config.n_layer + ["gelu"] * fused.config.n_layer
+    assert rel(losses[0], losses[1]) < 2e-6
     grads = {n: p.grad for n, p in sdpa.named_parameters()}
     assert max(rel(p.grad, grads[n]) for n, p in fused.named_parameters()) < 1e-4
     for m in (fused, sdpa):
@@ -124,52 +126,92 @@ def test_the_model_uses_the_kernel_and_trains_as_with_sdpa(monkeypatch):
 
 def test_without_the_kernel_the_model_takes_sdpa(monkeypatch):
     """No kernel here (no compiler, not x86 AVX2): the same numbers as model.fused_attention = false."""
-    monkeypatch.setattr(attention_cpu, "library", lambda: None)
+    monkeypatch.setattr(cpu_kernels, "library", lambda: None)
     fused, sdpa = _models("25K")
     x = torch.randint(0, 1024, (2, 33), generator=torch.Generator().manual_seed(0))
     assert torch.equal(fused(x), sdpa(x))
 
 
+@needs_kernel
+@pytest.mark.parametrize("n", [1, 7, 8, 4099, 200_003])
+def test_gelu_equals_the_exact_one_in_float64(n):
+    """Values from -10 to 10 and beyond, lengths with a tail after the last 8-lane vector, and one split
+    over threads (the longest): within float32 rounding of the float64 GeLU, as nn.GELU is."""
+    torch.manual_seed(4)
+    x = torch.cat([torch.randn(n) * 4, torch.tensor([0.0, -0.0, -12.0, 12.0, -1e4, 1e4])])
+    grad = torch.randn_like(x)
+    exact_in = x.double().requires_grad_()
+    exact = torch.nn.functional.gelu(exact_in)
+    exact.backward(grad.double())
+    ours_in = x.clone().requires_grad_()
+    ours = cpu_kernels.gelu(ours_in)
+    ours.backward(grad)
+    torch_err = float((torch.nn.functional.gelu(x).double() - exact.detach()).abs().max())
+    assert float((ours.detach().double() - exact.detach()).abs().max()) < max(4 * torch_err, 1e-6)
+    assert rel(ours_in.grad, exact_in.grad) < 1e-6
+
+
+@needs_kernel
+def test_gelu_keeps_shape_and_non_contiguous_input_and_double_backward():
+    torch.manual_seed(5)
+    x = torch.randn(6, 10).t()  # not contiguous
+    assert torch.allclose(cpu_kernels.gelu(x), torch.nn.functional.gelu(x), atol=1e-6)
+    v = torch.randn(10, 6)
+
+    def hvp(fn):
+        a = x.clone().requires_grad_()
+        (g,) = torch.autograd.grad(fn(a).sum(), a, create_graph=True)
+        return torch.autograd.grad((g * v).sum(), a)[0]
+
+    assert rel(hvp(cpu_kernels.gelu), hvp(torch.nn.functional.gelu)) < 1e-5
+
+
+def test_the_mlp_activation_stays_a_gelu_module_for_hooks():
+    """Diagnostics hook blocks.{i}.mlp.act: it stays an nn.GELU, the tanh one never takes the kernel."""
+    exact, tanh = (GPT(from_preset("3K", gelu=g)).blocks[0].mlp.act for g in ("exact", "tanh"))
+    assert isinstance(exact, torch.nn.GELU) and exact.fused and not tanh.fused
+
+
 def test_where_the_kernel_does_not_apply():
     cases = [torch.zeros(1, 4, 3, 1, 8), torch.zeros(1, 4, 3, 1, 16, dtype=torch.float64),
              torch.zeros(1, 4, 3, 1, 16, dtype=torch.bfloat16)]
-    assert not any(attention_cpu.applies(qkv) for qkv in cases)
+    assert not any(cpu_kernels.applies(qkv) for qkv in cases)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not attention_cpu.applies(torch.zeros(1, 4, 3, 1, 16))
+        assert not cpu_kernels.applies(torch.zeros(1, 4, 3, 1, 16))
 
 
 def test_a_failed_build_warns_with_the_reason_and_falls_back(monkeypatch, tmp_path):
     import torch.utils.cpp_extension as cpp_extension
 
-    monkeypatch.setattr(attention_cpu, "_cpu_has_avx2", lambda: True)
+    monkeypatch.setattr(cpu_kernels, "_cpu_has_avx2", lambda: True)
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))  # nothing built there
 
     def fail(*args, **kwargs):
-        raise RuntimeError("Error building extension\nattention_cpu.cpp:1: error: no compiler here\nninja: stopped")
+        raise RuntimeError("Error building extension\ncpu_kernels.cpp:1: error: no compiler here\nninja: stopped")
 
     monkeypatch.setattr(cpp_extension, "load", fail)
-    with pytest.warns(RuntimeWarning, match="could not be built .*error: no compiler here.*fused_attention = false"):
-        assert attention_cpu.library.__wrapped__() is None
+    with pytest.warns(RuntimeWarning, match="could not be built .*error: no compiler here.*fused_gelu = false"):
+        assert cpu_kernels.library.__wrapped__() is None
 
 
 def test_the_config_switch_reaches_the_model():
     from plasticlm.config import load_config
     from plasticlm.model import build_gpt_config
 
-    cfg = load_config(None, ["model.fused_attention=false"])
+    cfg = load_config(None, ["model.fused_attention=false", "model.fused_gelu=false"])
     gpt = build_gpt_config(cfg.model, 1024)
-    assert gpt.fused_attention is False
+    assert gpt.fused_attention is False and gpt.fused_gelu is False
     assert dataclasses.replace(gpt, fused_attention=True) != gpt
-    assert all(not b.attn.fused for b in GPT(gpt).blocks)
+    assert all(not b.attn.fused and not b.mlp.act.fused for b in GPT(gpt).blocks)
 
 
 @needs_kernel
 def test_a_built_kernel_loads_without_building(monkeypatch):
     import torch.utils.cpp_extension as cpp_extension
 
-    assert attention_cpu.library_path().exists()  # built by needs_kernel's library() call
+    assert cpu_kernels.library_path().exists()  # built by needs_kernel's library() call
     monkeypatch.setattr(cpp_extension, "load", lambda *a, **k: pytest.fail("built again"))
-    assert attention_cpu.library.__wrapped__() is not None
+    assert cpu_kernels.library.__wrapped__() is not None
 
 
 @needs_kernel
@@ -179,11 +221,11 @@ def test_a_build_killed_midway_does_not_block_the_next(monkeypatch, tmp_path):
     torch.utils.cpp_extension would then wait on it forever. The next build removes it (it holds
     plasticlm's flock, which died with the killed process) and finishes."""
     monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    path = attention_cpu.library_path()
+    path = cpu_kernels.library_path()
     assert path.is_relative_to(tmp_path) and not path.exists()
     (path.parent / "build").mkdir(parents=True)
     (path.parent / "build" / "lock").write_text("")  # what a killed build leaves
-    attention_cpu.build(path)
+    cpu_kernels.build(path)
     assert path.exists() and not (path.parent / "build" / "lock").exists()
     lib = ctypes.CDLL(str(path))
     assert lib.plasticlm_attention_forward is not None
