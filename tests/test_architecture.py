@@ -110,7 +110,8 @@ def test_the_checker_finds_a_cycle():
 
 
 LAYERS = {
-    1: ["errors", "config", "validate", "presets", "runlog", "files", "units", "progress", "dist", "runlock"],
+    1: ["errors", "config", "validate", "presets", "runlog", "files", "units", "progress", "dist", "runlock",
+        "cachelock"],
     2: ["cpu", "cpu_kernels", "model", "optim", "step", "evaluate", "dist_checkpoint", "checkpoint"],
     3: ["data"],
     4: ["onset", "analysis", "scaling", "diagnostics", "diagnostics_analysis", "forgetting"],

@@ -47,7 +47,10 @@ def config_dicts(draw):
     doc: dict = {}
     for _ in range(draw(st.integers(0, 6))):
         key = draw(st.one_of(st.sampled_from(KEYS), st.from_regex(r"[a-z_]{1,8}\.[a-z_]{1,10}", fullmatch=True)))
-        section, name = key.split(".", 1)
+        section, dot, name = key.partition(".")
+        if not dot:  # a top-level key (components, mitigations)
+            doc[section] = draw(values)
+            continue
         node = doc.setdefault(section, {})
         if isinstance(node, dict):
             node[name] = draw(values)

@@ -27,6 +27,7 @@ differentiable ops.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import hashlib
@@ -43,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from plasticlm.runlock import cache_lock
+from plasticlm.cachelock import cache_lock
 from plasticlm.runlog import atomic_write_bytes
 
 HEAD_DIMS = (16, 32, 64)
@@ -51,6 +52,8 @@ HEAD_DIMS = (16, 32, 64)
 
 SOURCE = Path(__file__).parent / "csrc" / "cpu_kernels.cpp"
 CFLAGS = ["-O3", "-mavx2", "-mfma", "-fno-math-errno"]
+FAILED_NAME = "build-failed.txt"
+"""Written beside the library when a build fails (the reason), so that later processes skip the attempt."""
 
 
 def _cpu_has_avx2() -> bool:
@@ -102,18 +105,27 @@ def library() -> ctypes.CDLL | None:
     where it cannot be had."""
     if not _cpu_has_avx2():
         return None  # not an x86-64 CPU with AVX2: SDPA, silently (nothing the user can fix)
+    path = library_path()
+    failed = path.parent / FAILED_NAME
     try:
-        path = library_path()
-        if not path.exists():
-            build(path)
-        lib = ctypes.CDLL(str(path))
-    except Exception as e:  # no compiler, no ninja, a read-only cache, a build error: SDPA instead
+        if failed.exists():  # an earlier process could not build them: do not try (and wait) in every process
+            why = failed.read_text(encoding="utf-8").strip()
+        else:
+            if not path.exists():
+                build(path)
+            lib = ctypes.CDLL(str(path))
+            why = ""
+    except Exception as e:  # no compiler, no ninja, a read-only cache, a build error: PyTorch's ops instead
         lines = str(e).strip().splitlines() or [""]
-        why = next((line.strip() for line in lines if "error:" in line), lines[-1].strip())  # the compiler's
-        warnings.warn(f"plasticlm's CPU kernels could not be built ({type(e).__name__}: {why}); using PyTorch's "
-                      "attention and GeLU, which are slower at small widths. Install a C++ compiler (g++ or clang) to "
-                      "get them, or set model.fused_attention = false and model.fused_gelu = false to silence this.",
-                      RuntimeWarning, stacklevel=2)
+        cause = [line.strip() for line in lines if "error:" in line or "not found" in line or "No such file" in line]
+        why = f"{type(e).__name__}: {(cause or lines)[-1 if not cause else 0].strip()}"  # the compiler's words
+        with contextlib.suppress(OSError):
+            atomic_write_bytes(failed, why.encode())
+    if why:
+        warnings.warn(f"plasticlm's CPU kernels could not be built ({why}); using PyTorch's attention and GeLU, which "
+                      "are slower at small widths. Install a C++ compiler (g++ or clang) and delete "
+                      f"{failed} to get them, or set model.fused_attention = false and model.fused_gelu = false to "
+                      "silence this.", RuntimeWarning, stacklevel=2)
         return None
     i64, f32, ptr = ctypes.c_int64, ctypes.c_float, ctypes.c_void_p
     lib.plasticlm_attention_forward.argtypes = [ptr, ptr, ptr, i64, i64, i64, i64, f32, i64, i64]

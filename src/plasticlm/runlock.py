@@ -11,8 +11,6 @@ held by a dead process; a lock file that still names one is stale, and the next 
 over with a warning. The file itself is never deleted (deleting a lock file races with a process
 that has just opened it); it is emptied when its last holder lets go. Works on local filesystems and
 on NFSv4 (Linux emulates ``flock`` with byte-range locks there).
-
-``cache_lock`` is the same kind of lock for a cache entry that one process builds while others wait.
 """
 
 from __future__ import annotations
@@ -131,23 +129,3 @@ def _try_upgrade(fd: int) -> bool:
     except BlockingIOError:
         return False
     return True
-
-
-@contextlib.contextmanager
-def cache_lock(path: Path, what: str = "") -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``path`` (created, with its directory) for the ``with`` block; wait
-    for another holder, saying so on stderr when ``what`` names the entry. The kernel releases the lock
-    when its holder exits, however it exits (SIGKILL included); the file stays (as with the run lock:
-    deleting a lock file races with a process that has just opened it). Used by the data cache
-    (``plasticlm.data.paths``) and the CPU kernels' build (``plasticlm.cpu_kernels``).
-    Callers check the cache again once they hold the lock: the holder they waited for may have built
-    the entry."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a+b") as f:
-        try:
-            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            if what:
-                print(f"plasticlm: waiting for another process that is building {what} ({path})", file=sys.stderr)
-            fcntl.flock(f, fcntl.LOCK_EX)
-        yield

@@ -58,6 +58,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from plasticlm.cachelock import cache_lock
 from plasticlm.config import DataConfig
 from plasticlm.data import shards
 from plasticlm.data.paths import lang_seed, read_cached_json
@@ -65,7 +66,6 @@ from plasticlm.data.sources import make_source
 from plasticlm.data.splits import split_indices
 from plasticlm.data.tokenizer import load_tokenizer
 from plasticlm.errors import DataError
-from plasticlm.runlock import cache_lock
 from plasticlm.runlog import atomic_path, atomic_write_json
 
 SPLITS = ("train", "val")

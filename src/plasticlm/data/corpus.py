@@ -20,11 +20,11 @@ from typing import Any
 
 from tqdm import tqdm
 
+from plasticlm.cachelock import cache_lock
 from plasticlm.config import DataConfig
 from plasticlm.data.paths import corpus_dir, home_dir, read_cached_json
 from plasticlm.data.sources import Source, make_source
 from plasticlm.errors import DataError
-from plasticlm.runlock import cache_lock
 from plasticlm.runlog import atomic_path, atomic_write_json
 
 FORMAT = 1

@@ -10,7 +10,7 @@ under its final name)::
       tokenizers/<hash16>/tokenizer.json        trained byte-level BPE, with meta.json
       tokens/<tokenizer16>/<lang>/<key16>.{train,val}.{bin,json}   token shards and their headers
 
-Each entry is built under a file lock (``plasticlm.runlock.cache_lock``): ``corpus/<source-key>/.lock``,
+Each entry is built under a file lock (``plasticlm.cachelock.cache_lock``): ``corpus/<source-key>/.lock``,
 ``tokenizers/<hash16>.lock`` and, beside the shard build's task files,
 ``work/<tokenizer16>/<lang>/<key16>.lock``. A second process that needs the same entry at the same
 time waits, then finds it complete and reads it: two builds never write one entry at once, and it is

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from plasticlm import dist
+from plasticlm.cachelock import cache_lock
 from plasticlm.data import shards
 from plasticlm.data.build import LangBuild, build_languages, hash_is_val, route_salt, split_mask
 from plasticlm.data.corpus import build_corpus, iter_documents
@@ -36,7 +37,6 @@ from plasticlm.data.paths import home_dir, shard_base, stable_hash, tokenizer_di
 from plasticlm.data.sources import Source, make_source
 from plasticlm.data.tokenizer import BYTES, bpe_key, build_bpe, cached_bpe, load_tokenizer, take_bytes
 from plasticlm.errors import ConfigError, DataError
-from plasticlm.runlock import cache_lock
 
 if TYPE_CHECKING:
     from plasticlm.config import Config, DataConfig
