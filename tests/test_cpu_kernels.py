@@ -233,5 +233,17 @@ def test_a_build_killed_midway_does_not_block_the_next(monkeypatch, tmp_path):
     (path.parent / "build" / "lock").write_text("")  # what a killed build leaves
     cpu_kernels.build(path)
     assert path.exists() and not (path.parent / "build" / "lock").exists()
+    assert path.stat().st_mode & 0o777 == 0o755  # loadable by others, as a linker writes it
     lib = ctypes.CDLL(str(path))
     assert lib.plasticlm_attention_forward is not None
+
+
+def test_an_unloadable_library_warns_and_is_not_taken_for_a_failed_build(monkeypatch, tmp_path):
+    monkeypatch.setattr(cpu_kernels, "_cpu_has_avx2", lambda: True)
+    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+    path = cpu_kernels.library_path()
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a shared library")
+    with pytest.warns(RuntimeWarning, match="could not be built .*OSError"):
+        assert cpu_kernels.library.__wrapped__() is None
+    assert not (path.parent / cpu_kernels.FAILED_NAME).exists()

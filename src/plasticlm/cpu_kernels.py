@@ -97,6 +97,14 @@ def build(path: Path) -> None:
         built = cpp_extension.load("plasticlm_cpu_kernels", [str(SOURCE)], extra_cflags=CFLAGS,
                                    build_directory=str(work), is_python_module=False, verbose=False)
         atomic_write_bytes(path, Path(built).read_bytes())
+        path.chmod(0o755)  # as a linker writes it (the atomic write's temporary file is private)
+
+
+def _reason(e: Exception) -> str:
+    """The line of a failed build that says why (the compiler's or the shell's words), else the last."""
+    lines = str(e).strip().splitlines() or [""]
+    cause = [line.strip() for line in lines if "error:" in line or "not found" in line or "No such file" in line]
+    return f"{type(e).__name__}: {(cause or lines)[-1 if not cause else 0].strip()}"
 
 
 @functools.cache
@@ -107,20 +115,20 @@ def library() -> ctypes.CDLL | None:
         return None  # not an x86-64 CPU with AVX2: SDPA, silently (nothing the user can fix)
     path = library_path()
     failed = path.parent / FAILED_NAME
-    try:
-        if failed.exists():  # an earlier process could not build them: do not try (and wait) in every process
-            why = failed.read_text(encoding="utf-8").strip()
-        else:
-            if not path.exists():
-                build(path)
+    # an earlier process could not build them: do not try (and wait) again in every process
+    why = failed.read_text(encoding="utf-8").strip() if failed.exists() else ""
+    if not why and not path.exists():
+        try:
+            build(path)
+        except Exception as e:  # no compiler, no ninja, a read-only cache, a build error: PyTorch's ops instead
+            why = _reason(e)
+            with contextlib.suppress(OSError):
+                atomic_write_bytes(failed, why.encode())
+    if not why:
+        try:
             lib = ctypes.CDLL(str(path))
-            why = ""
-    except Exception as e:  # no compiler, no ninja, a read-only cache, a build error: PyTorch's ops instead
-        lines = str(e).strip().splitlines() or [""]
-        cause = [line.strip() for line in lines if "error:" in line or "not found" in line or "No such file" in line]
-        why = f"{type(e).__name__}: {(cause or lines)[-1 if not cause else 0].strip()}"  # the compiler's words
-        with contextlib.suppress(OSError):
-            atomic_write_bytes(failed, why.encode())
+        except OSError as e:
+            why = _reason(e)
     if why:
         warnings.warn(f"plasticlm's CPU kernels could not be built ({why}); using PyTorch's attention and GeLU, which "
                       "are slower at small widths. Install a C++ compiler (g++ or clang) and delete "
