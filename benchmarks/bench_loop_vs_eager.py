@@ -39,7 +39,7 @@ time per step of each side is reported, in wall time and in the process's CPU ti
 (``time.process_time``: on one thread the work done, without the time slices other processes took),
 with the page faults per step (minor faults: memory the C library handed back to the OS and faults in
 again). A third side, ``body``, times the loop's model without its loss head (embeddings, blocks and
-ln_f, forward and backward, with the loop's attention, in this process); ceiling = eager / body is
+ln_f, forward and backward, with the loop's kernels, in this process); ceiling = eager / body is
 the most the ratio could be if the rest of the loop's step (loss head, optimizer, clipping,
 bookkeeping) cost nothing.
 ratio = loop tokens/s / eager tokens/s (> 1: the loop is faster than the eager step); its spread
@@ -188,15 +188,15 @@ def bench(preset: str, args: argparse.Namespace, run_dir: str) -> dict:
     for _ in range(3):  # warm-up
         loop()
 
-    eager_config = dataclasses.asdict(trainer.gpt_config)
+    loop_config = dataclasses.asdict(trainer.gpt_config)
+    eager_config = dict(loop_config)
     for key in ("fused_attention", "fused_gelu"):  # textbook: SDPA and nn.GELU
-        eager_config[key] = args.eager_kernels == "model" and eager_config[key]
+        eager_config[key] = args.eager_kernels == "model" and loop_config[key]
     spec = {"gpt_config": eager_config, "batch": batch, "seq": seq,
             "loss": args.eager_loss, "threads": args.threads}
     eager_args = (spec["gpt_config"], batch, seq)
     eager = EagerProcess(spec) if args.eager_in == "process" else EagerStep(*eager_args, args.eager_loss)
-    # the loop's blocks (its attention), in the loop's process, with its settings
-    body = EagerStep(dataclasses.asdict(trainer.gpt_config), batch, seq, "body")
+    body = EagerStep(loop_config, batch, seq, "body")  # the loop's blocks (its kernels), in its process
     runs: dict[str, list[dict[str, float]]] = {"loop": [], "eager": [], "body": []}
     try:
         for _ in range(args.blocks):

@@ -10,7 +10,7 @@ OPTIONAL = ("wandb", "torch.utils.tensorboard", "transformers", "datasets", "dat
 """What may be imported inside a function: optional extras (wandb, tensorboard, transformers), and heavy
 imports needed by one path only (datasets for source = "hf", datatrove's executors, matplotlib for figures,
 scipy.stats (1.5 s) for the diagnostics' rank correlation and compare's Welch test, torch's extension
-builder and ninja for the CPU attention kernel's first build)."""
+builder and ninja for the CPU kernels' first build)."""
 MAX_LOCAL = 12
 
 

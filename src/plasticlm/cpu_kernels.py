@@ -102,9 +102,9 @@ def build(path: Path) -> None:
 
 def _reason(e: Exception) -> str:
     """The line of a failed build that says why (the compiler's or the shell's words), else the last."""
-    lines = str(e).strip().splitlines() or [""]
-    cause = [line.strip() for line in lines if "error:" in line or "not found" in line or "No such file" in line]
-    return f"{type(e).__name__}: {(cause or lines)[-1 if not cause else 0].strip()}"
+    lines = [line.strip() for line in str(e).strip().splitlines()] or [""]
+    cause = [line for line in lines if "error:" in line or "not found" in line or "No such file" in line]
+    return f"{type(e).__name__}: {cause[0] if cause else lines[-1]}"
 
 
 @functools.cache
@@ -182,8 +182,9 @@ def _split(n: int, call, min_per_thread: int = 1) -> None:
                            "2 = out of memory)")
 
 
-def sdpa_reference(qkv_BT3HK: torch.Tensor) -> torch.Tensor:
-    """The same function through ``F.scaled_dot_product_attention``: (B, T, 3, H, K) -> (B, T, H, K)."""
+def sdpa_causal_attention(qkv_BT3HK: torch.Tensor) -> torch.Tensor:
+    """The same function through ``F.scaled_dot_product_attention``: (B, T, 3, H, K) -> (B, T, H, K). The
+    model's attention wherever the kernel does not apply, and the reference the kernel is tested against."""
     q_BHTK, k_BHTK, v_BHTK = qkv_BT3HK.permute(2, 0, 3, 1, 4).unbind(0)
     return F.scaled_dot_product_attention(q_BHTK, k_BHTK, v_BHTK, is_causal=True).transpose(1, 2)
 
@@ -197,17 +198,17 @@ class _CausalAttention(torch.autograd.Function):
         lse_BHT = qkv.new_empty(B, H, T)
         args = (qkv.data_ptr(), out_BTHK.data_ptr(), lse_BHT.data_ptr(), B, T, H, K, 1.0 / math.sqrt(K))
         _split(B, lambda b0, b1: library().plasticlm_attention_forward(*args, b0, b1))
-        ctx.save_for_backward(qkv_BT3HK, qkv, out_BTHK, lse_BHT)
+        ctx.save_for_backward(qkv_BT3HK, out_BTHK, lse_BHT)
         return out_BTHK
 
     @staticmethod
     def backward(ctx, grad_BTHK: torch.Tensor):
-        qkv_in, qkv, out_BTHK, lse_BHT = ctx.saved_tensors
+        qkv_in, out_BTHK, lse_BHT = ctx.saved_tensors
         if torch.is_grad_enabled():  # create_graph: a gradient that is itself differentiable (SDPA's math path)
             with torch.enable_grad(), sdpa_kernel(SDPBackend.MATH):
-                (grad,) = torch.autograd.grad(sdpa_reference(qkv_in), qkv_in, grad_BTHK, create_graph=True)
+                (grad,) = torch.autograd.grad(sdpa_causal_attention(qkv_in), qkv_in, grad_BTHK, create_graph=True)
             return grad
-        grad = grad_BTHK.contiguous()
+        qkv, grad = qkv_in.contiguous(), grad_BTHK.contiguous()  # no copy for the linear layer's output
         B, T, _, H, K = qkv.shape
         dqkv = torch.empty_like(qkv)
         args = (qkv.data_ptr(), out_BTHK.data_ptr(), lse_BHT.data_ptr(), grad.data_ptr(), dqkv.data_ptr(),
@@ -219,7 +220,7 @@ class _CausalAttention(torch.autograd.Function):
 def causal_attention(qkv_BT3HK: torch.Tensor) -> torch.Tensor:
     """softmax(q k^T / sqrt(K) + causal mask) v for qkv (B, T, 3, H, K): (B, T, H, K), by the CPU kernel.
 
-    Call only where ``applies(qkv)``; equal to ``sdpa_reference`` to float rounding."""
+    Call only where ``applies(qkv)``; equal to ``sdpa_causal_attention`` to float rounding."""
     return _CausalAttention.apply(qkv_BT3HK)
 
 

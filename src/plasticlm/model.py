@@ -179,9 +179,8 @@ class CausalSelfAttention(nn.Module):
         qkv_BT3HK = self.qkv(x_BTD).view(B, T, 3, self.n_head, self.head_dim)
         if self.fused and cpu_kernels.applies(qkv_BT3HK):  # model.fused_attention: CPU kernel, same function
             y_BTHK = cpu_kernels.causal_attention(qkv_BT3HK)
-        else:
-            q_BHTK, k_BHTK, v_BHTK = qkv_BT3HK.permute(2, 0, 3, 1, 4).unbind(0)
-            y_BTHK = F.scaled_dot_product_attention(q_BHTK, k_BHTK, v_BHTK, is_causal=True).transpose(1, 2)
+        else:  # F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            y_BTHK = cpu_kernels.sdpa_causal_attention(qkv_BT3HK)
         return self.proj(y_BTHK.reshape(B, T, self.n_head * self.head_dim))
 
 

@@ -64,7 +64,8 @@ inline float hmax(__m256 v) {
 }
 
 // Per-call scratch: one (batch, head) at a time. Row-major buffers hold Tp x K, transposed ones K x LD,
-// score tiles BR x LD. LD avoids multiples of 1 KiB floats (4 KiB strides alias in the L1 cache).
+// score tiles BR x LD. LD avoids multiples of 256 floats: rows 1 KiB apart meet every 4th row at the
+// 4 KiB stride, where they alias in the L1 cache.
 struct Scratch {
   int64_t Tp, LD;
   float* base = nullptr;
@@ -326,28 +327,20 @@ inline void store_n(float* p, __m256 v, int64_t n) {
 extern "C" {
 
 void plasticlm_gelu_forward(const float* x, float* y, int64_t n) {
+  const auto f = [](__m256 v) { return _mm256_mul_ps(v, gelu_parts(v).cdf); };
   int64_t i = 0;
-  for (; i + 8 <= n; i += 8) {
-    const __m256 v = _mm256_loadu_ps(x + i);
-    _mm256_storeu_ps(y + i, _mm256_mul_ps(v, gelu_parts(v).cdf));
-  }
-  if (i < n) {
-    const __m256 v = load_n(x + i, n - i);
-    store_n(y + i, _mm256_mul_ps(v, gelu_parts(v).cdf), n - i);
-  }
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, f(_mm256_loadu_ps(x + i)));
+  if (i < n) store_n(y + i, f(load_n(x + i, n - i)), n - i);
 }
 
 void plasticlm_gelu_backward(const float* x, const float* grad, float* dx, int64_t n) {
-  int64_t i = 0;
-  for (; i < n; i += 8) {
-    const int64_t m = n - i < 8 ? n - i : 8;
-    const __m256 v = m == 8 ? _mm256_loadu_ps(x + i) : load_n(x + i, m);
-    const __m256 g = m == 8 ? _mm256_loadu_ps(grad + i) : load_n(grad + i, m);
+  const auto f = [](__m256 v, __m256 g) {
     const GeluParts p = gelu_parts(v);
-    const __m256 d = _mm256_mul_ps(g, _mm256_fmadd_ps(v, p.pdf, p.cdf));
-    if (m == 8) _mm256_storeu_ps(dx + i, d);
-    else store_n(dx + i, d, m);
-  }
+    return _mm256_mul_ps(g, _mm256_fmadd_ps(v, p.pdf, p.cdf));
+  };
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dx + i, f(_mm256_loadu_ps(x + i), _mm256_loadu_ps(grad + i)));
+  if (i < n) store_n(dx + i, f(load_n(x + i, n - i), load_n(grad + i, n - i)), n - i);
 }
 
 int plasticlm_attention_forward(const float* qkv, float* out, float* lse, int64_t B, int64_t T, int64_t H,
