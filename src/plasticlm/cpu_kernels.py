@@ -11,8 +11,8 @@ and exist because PyTorch's CPU kernels were far from their FLOP or memory floor
   writes, (B, T, 3, H, K), returns (B, T, H, K), which the output projection reads without a copy, and
   writes the gradient of qkv in place of three.
 - ``gelu`` (``model.fused_gelu``): the exact GeLU with erf as ATen computes it, forward and backward
-  in one pass each, the backward sharing exp(-x^2/2) between Phi and phi: 1.7 ms against 2.7 ms per
-  layer at 670K.
+  in one pass each, the backward sharing exp(-x^2/2) between Phi and phi: 1.4-1.7 ms against 1.7-2.7 ms
+  per layer at 670K (two measurements).
 
 Where they apply (``applies``, ``gelu_applies``): float32 CPU tensors outside autocast and
 ``torch.compile`` (and head dim 16, 32 or 64 for attention), on an x86-64 CPU with AVX2 and FMA, with
